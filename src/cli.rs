@@ -1,0 +1,163 @@
+//! The command line. Options mean what the systemd-nspawn option of the same name means;
+//! where berth differs (safer defaults), the help text says so.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Run isolated containers from directory trees and images, registered with systemd-machined",
+    long_about = None,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command (or a login shell) in a new container.
+    Run(RunArgs),
+}
+
+/// How the container's standard streams and /dev/console are wired (nspawn's --console).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsoleMode {
+    /// A pty of the container's own, relayed to berth's terminal both ways.
+    Interactive,
+    /// A pty of the container's own; its output is relayed, input is not.
+    ReadOnly,
+    /// A pty of the container's own, not connected to berth's streams.
+    Passive,
+    /// berth's stdin, stdout and stderr are handed to the payload as they are.
+    Pipe,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Security defaults: a command runs with the capability set of a rootful podman \
+container (no CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_MODULE, ...), no_new_privs is off as in \
+nspawn, and a seccomp filter denies keyrings, bpf, perf events, userfaultfd, kexec, module \
+loading, open_by_handle_at, mounts and new namespaces. --capability=all restores nspawn's \
+power and warns that the container can reach the host.\n\n\
+Exit status: the container's own status (128+N if it was killed by signal N); 125 if berth \
+failed, 126 if the command cannot be executed, 127 if it does not exist."
+)]
+pub struct RunArgs {
+    /// Directory to use as the container's root file system.
+    #[arg(short = 'D', long = "directory", value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+
+    /// Machine name (default: the root directory's name). Also the hostname.
+    #[arg(short = 'M', long = "machine", value_name = "NAME")]
+    pub machine: Option<String>,
+
+    /// Hostname inside the container, if it should differ from the machine name.
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Run the command as this user (name or UID), looked up in the container's /etc/passwd.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Working directory inside the container.
+    #[arg(long, value_name = "PATH")]
+    pub chdir: Option<String>,
+
+    /// Set an environment variable for the payload (VAR=VALUE, or VAR to pass berth's own).
+    #[arg(short = 'E', long = "setenv", value_name = "VAR[=VALUE]")]
+    pub setenv: Vec<String>,
+
+    /// Bind-mount a host path: SRC[:DST[:OPTS]], OPTS being rbind or norbind.
+    #[arg(long, value_name = "SRC[:DST[:OPTS]]")]
+    pub bind: Vec<String>,
+
+    /// Like --bind, read-only.
+    #[arg(long = "bind-ro", value_name = "SRC[:DST[:OPTS]]")]
+    pub bind_ro: Vec<String>,
+
+    /// Mount a fresh tmpfs at DST (mode 0755 unless OPTS say otherwise).
+    #[arg(long, value_name = "DST[:OPTS]")]
+    pub tmpfs: Vec<String>,
+
+    /// Mount the root file system read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+
+    /// Add capabilities to the default set (comma-separated, or "all").
+    #[arg(long, value_name = "CAP[,CAP...]")]
+    pub capability: Vec<String>,
+
+    /// Remove capabilities from the default set (comma-separated, or "all").
+    #[arg(long = "drop-capability", value_name = "CAP[,CAP...]")]
+    pub drop_capability: Vec<String>,
+
+    /// Set the payload's no_new_privs flag.
+    #[arg(long = "no-new-privileges", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "yes", value_parser = parse_bool)]
+    pub no_new_privileges: Option<bool>,
+
+    /// Allow (NAME, @GROUP) or, with a leading ~, deny system calls on top of the default filter.
+    #[arg(long = "system-call-filter", value_name = "[~]SYSCALL|@GROUP ...")]
+    pub system_call_filter: Vec<String>,
+
+    /// Signal sent to the container's PID 1 when berth receives SIGTERM, SIGINT or SIGHUP.
+    #[arg(long = "kill-signal", value_name = "SIGNAL")]
+    pub kill_signal: Option<String>,
+
+    /// Run in a private network namespace with only the loopback device, up.
+    #[arg(long = "private-network")]
+    pub private_network: bool,
+
+    /// Run the command as PID 2 under a minimal init that reaps zombies and forwards signals.
+    #[arg(short = 'a', long = "as-pid2")]
+    pub as_pid2: bool,
+
+    /// Console mode (default: interactive on a terminal, pipe otherwise).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub console: Option<ConsoleMode>,
+
+    /// Same as --console=pipe.
+    #[arg(short = 'P', long)]
+    pub pipe: bool,
+
+    /// Print no status messages.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// The command and its arguments (default: a login shell).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// systemd's boolean words.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "yes" | "y" | "true" | "t" | "on" => Ok(true),
+        "0" | "no" | "n" | "false" | "f" | "off" => Ok(false),
+        _ => Err(format!("expected a boolean (yes/no), got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn command_after_options_keeps_its_own_flags() {
+        let cli = Cli::try_parse_from(["berth", "run", "-D", "/x", "ls", "-l", "--bind", "y"])
+            .unwrap();
+        let Command::Run(a) = cli.command;
+        assert_eq!(a.command, ["ls", "-l", "--bind", "y"]);
+        assert!(a.bind.is_empty());
+    }
+}

@@ -1,0 +1,1 @@
+//! berth's extensions to the OCI spec, carried as `org.berth.*` annotations.

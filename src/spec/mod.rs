@@ -1,0 +1,13 @@
+//! The one internal model: every input (command-line flags now; image configs and OCI bundles
+//! later) becomes an `oci_spec::runtime::Spec`, and the launcher executes only that.
+//! berth-specific settings travel as `org.berth.*` annotations, read back through [`ext`].
+
+pub mod ext;
+
+use crate::cli::RunArgs;
+use anyhow::Result;
+use oci_spec::runtime::Spec;
+
+pub fn from_run_args(_args: &RunArgs) -> Result<Spec> {
+    Ok(Spec::default())
+}

@@ -31,6 +31,9 @@ pub fn open_in_container() -> Result<OwnedFd, SetupError> {
         Mode::empty(),
     )
     .ctx(format!("opening {slave_path}"))?;
+    // Size the pty before the payload can look: fd 0 is still berth's own stdin here.
+    // SAFETY: fd 0 is open for the life of the process.
+    copy_winsize(unsafe { BorrowedFd::borrow_raw(0) }, slave.as_fd());
     std::fs::write("/dev/console", "").ctx("creating /dev/console")?;
     mount(
         Some(slave_path.as_str()),

@@ -118,8 +118,24 @@ pub fn pivot(root: &Path) -> Result<(), SetupError> {
 /// Creates the mount point for `dst` (a directory, or a file for file binds), following
 /// symlinks only inside the container (we are past pivot_root).
 fn ensure_target(dst: &Path, dir: bool) -> Result<(), SetupError> {
-    if dst.symlink_metadata().is_ok() {
+    ensure_target_depth(dst, dir, 0)
+}
+
+fn ensure_target_depth(dst: &Path, dir: bool, depth: u32) -> Result<(), SetupError> {
+    if dst.metadata().is_ok() {
         return Ok(());
+    }
+    if let Ok(link) = fs::read_link(dst) {
+        // A dangling symlink in the tree: create what it points to, inside the container
+        // (past pivot_root an absolute target resolves in the container's root).
+        if depth > 8 {
+            return Err(SetupError::msg(format!(
+                "{}: too many levels of symbolic links",
+                dst.display()
+            )));
+        }
+        let target = dst.parent().unwrap_or(Path::new("/")).join(link);
+        return ensure_target_depth(&target, dir, depth + 1);
     }
     if dir {
         fs::create_dir_all(dst).ctx(format!("creating mount point {}", dst.display()))

@@ -40,17 +40,33 @@ pub const HOST_REACHING: &[Cap] = &[
 #[error("unknown capability {0:?}")]
 pub struct UnknownCapability(pub String);
 
-/// All capabilities the running kernel knows (cap_last_cap), which is what "all" means.
+/// What "all" means: every capability berth itself holds in its bounding set (a container
+/// can get no capability its supervisor lacks).
 pub fn all() -> HashSet<Cap> {
-    let last: u8 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
-    caps::all()
-        .into_iter()
-        .filter(|c| c.index() <= last)
-        .filter_map(from_caps)
-        .collect()
+    held().into_iter().filter_map(from_caps).collect()
+}
+
+fn held() -> caps::CapsHashSet {
+    caps::read(None, caps::CapSet::Bounding).unwrap_or_default()
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0} was asked for, but berth itself does not hold it")]
+pub struct NotHeld(pub String);
+
+/// Refuses a set berth cannot grant, before anything is started.
+pub fn check_held(set: &HashSet<Cap>) -> Result<(), NotHeld> {
+    let held = held();
+    let mut missing: Vec<String> = set
+        .iter()
+        .filter(|c| !held.contains(&to_caps(**c)))
+        .map(|c| name(*c))
+        .collect();
+    missing.sort();
+    match missing.first() {
+        None => Ok(()),
+        Some(_) => Err(NotHeld(missing.join(", "))),
+    }
 }
 
 /// `None` for a capability the kernel and the caps crate know but oci-spec does not yet.

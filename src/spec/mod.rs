@@ -59,6 +59,8 @@ pub enum SpecError {
     #[error(transparent)]
     Capability(#[from] caps::UnknownCapability),
     #[error(transparent)]
+    CapabilityNotHeld(#[from] caps::NotHeld),
+    #[error(transparent)]
     User(#[from] passwd::LookupError),
     #[error("the tree's /etc/machine-id is all zeros, which is not a valid machine id")]
     ZeroMachineId,
@@ -149,6 +151,7 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
             caps_set.remove(&c);
         }
     }
+    caps::check_held(&caps_set)?;
     let is_root = user.as_ref().is_none_or(|u| u.uid == 0);
     let mut caps_b = LinuxCapabilitiesBuilder::default()
         .bounding(caps_set.clone())

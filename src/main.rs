@@ -10,6 +10,7 @@ mod exit;
 #[allow(dead_code, unused_imports)]
 mod seccomp;
 mod spec;
+mod sys;
 
 use clap::Parser;
 use std::process::ExitCode;

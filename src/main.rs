@@ -6,8 +6,6 @@
 mod cli;
 mod container;
 mod exit;
-// Wired into the launcher when it lands on main; until then only its tests use it.
-#[allow(dead_code, unused_imports)]
 mod seccomp;
 mod spec;
 mod sys;

@@ -9,6 +9,7 @@ use super::error::{Ctx, SetupError};
 use super::msg::{Channel, ToChild, ToParent};
 use super::{console, exec, mount, stub};
 use crate::exit;
+use crate::seccomp::Bpf;
 use crate::spec::ext::{Berth, ConsoleMode};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -17,8 +18,8 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// Never returns: execs the payload, or reports why not and exits.
-pub fn run(spec: &Spec, ext: &Berth, chan: Channel) -> ! {
-    let err = match setup_and_exec(spec, ext, &chan) {
+pub fn run(spec: &Spec, ext: &Berth, bpf: Option<&Bpf>, chan: Channel) -> ! {
+    let err = match setup_and_exec(spec, ext, bpf, &chan) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -45,7 +46,12 @@ impl From<SetupError> for Failure {
 
 enum Never {}
 
-fn setup_and_exec(spec: &Spec, ext: &Berth, chan: &Channel) -> Result<Never, Failure> {
+fn setup_and_exec(
+    spec: &Spec,
+    ext: &Berth,
+    bpf: Option<&Bpf>,
+    chan: &Channel,
+) -> Result<Never, Failure> {
     // Our supervisor dying must take the whole container with it.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -105,7 +111,7 @@ fn setup_and_exec(spec: &Spec, ext: &Berth, chan: &Channel) -> Result<Never, Fai
     let effective = set(caps.and_then(|c| c.effective().as_ref()));
     let permitted = set(caps.and_then(|c| c.permitted().as_ref()));
     super::caps::drop_bounding(&bounding)?;
-    super::seccomp::load(spec)?;
+    super::seccomp::load(bpf)?;
     let user = process.user();
     super::caps::switch_user(
         user.uid(),

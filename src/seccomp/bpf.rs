@@ -71,6 +71,7 @@ impl Bpf {
     }
 
     /// Number of BPF programs (1, or 2 with an argument filter).
+    #[cfg(test)]
     pub fn programs(&self) -> usize {
         self.filters.len()
     }

@@ -6,18 +6,17 @@
 //! Regenerate the member lists from `systemd-analyze syscall-filter` when moving to a newer
 //! systemd; keep the names sorted.
 
-/// A named group: its name with the `@`, a one-line description, and its members (system
-/// call names or other `@groups`).
+/// A named group: its name with the `@` and its members (system call names or other
+/// `@groups`).
 pub struct Group {
     pub name: &'static str,
-    pub help: &'static str,
     pub members: &'static [&'static str],
 }
 
 pub static GROUPS: &[Group] = &[
+    // System calls that are always permitted
     Group {
         name: "@default",
-        help: "System calls that are always permitted",
         members: &[
             "arch_prctl",
             "brk",
@@ -84,9 +83,9 @@ pub static GROUPS: &[Group] = &[
             "uretprobe",
         ],
     },
+    // Asynchronous IO
     Group {
         name: "@aio",
-        help: "Asynchronous IO",
         members: &[
             "io_cancel",
             "io_destroy",
@@ -100,9 +99,9 @@ pub static GROUPS: &[Group] = &[
             "io_uring_setup",
         ],
     },
+    // Basic IO
     Group {
         name: "@basic-io",
-        help: "Basic IO",
         members: &[
             "_llseek",
             "close",
@@ -123,16 +122,16 @@ pub static GROUPS: &[Group] = &[
             "writev",
         ],
     },
+    // Change ownership of files and directories
     Group {
         name: "@chown",
-        help: "Change ownership of files and directories",
         members: &[
             "chown", "chown32", "fchown", "fchown32", "fchownat", "lchown", "lchown32",
         ],
     },
+    // Change the system time
     Group {
         name: "@clock",
-        help: "Change the system time",
         members: &[
             "adjtimex",
             "clock_adjtime",
@@ -142,9 +141,9 @@ pub static GROUPS: &[Group] = &[
             "settimeofday",
         ],
     },
+    // System calls for CPU emulation functionality
     Group {
         name: "@cpu-emulation",
-        help: "System calls for CPU emulation functionality",
         members: &[
             "modify_ldt",
             "subpage_prot",
@@ -153,9 +152,9 @@ pub static GROUPS: &[Group] = &[
             "vm86old",
         ],
     },
+    // Debugging, performance monitoring and tracing functionality
     Group {
         name: "@debug",
-        help: "Debugging, performance monitoring and tracing functionality",
         members: &[
             "lookup_dcookie",
             "perf_event_open",
@@ -166,9 +165,9 @@ pub static GROUPS: &[Group] = &[
             "sys_debug_setcontext",
         ],
     },
+    // File system operations
     Group {
         name: "@file-system",
-        help: "File system operations",
         members: &[
             "access",
             "chdir",
@@ -249,9 +248,9 @@ pub static GROUPS: &[Group] = &[
             "utimes",
         ],
     },
+    // Event loop system calls
     Group {
         name: "@io-event",
-        help: "Event loop system calls",
         members: &[
             "_newselect",
             "epoll_create",
@@ -272,9 +271,9 @@ pub static GROUPS: &[Group] = &[
             "select",
         ],
     },
+    // SysV IPC, POSIX Message Queues or other IPC
     Group {
         name: "@ipc",
-        help: "SysV IPC, POSIX Message Queues or other IPC",
         members: &[
             "ipc",
             "memfd_create",
@@ -306,24 +305,24 @@ pub static GROUPS: &[Group] = &[
             "shmget",
         ],
     },
+    // Kernel keyring access
     Group {
         name: "@keyring",
-        help: "Kernel keyring access",
         members: &["add_key", "keyctl", "request_key"],
     },
+    // Memory locking control
     Group {
         name: "@memlock",
-        help: "Memory locking control",
         members: &["mlock", "mlock2", "mlockall", "munlock", "munlockall"],
     },
+    // Loading and unloading of kernel modules
     Group {
         name: "@module",
-        help: "Loading and unloading of kernel modules",
         members: &["delete_module", "finit_module", "init_module"],
     },
+    // Mounting and unmounting of file systems
     Group {
         name: "@mount",
-        help: "Mounting and unmounting of file systems",
         members: &[
             "chroot",
             "fsconfig",
@@ -339,9 +338,9 @@ pub static GROUPS: &[Group] = &[
             "umount2",
         ],
     },
+    // Network or Unix socket IO, should not be needed if not network facing
     Group {
         name: "@network-io",
-        help: "Network or Unix socket IO, should not be needed if not network facing",
         members: &[
             "accept",
             "accept4",
@@ -367,9 +366,9 @@ pub static GROUPS: &[Group] = &[
             "socketpair",
         ],
     },
+    // Unusual, obsolete or unimplemented system calls
     Group {
         name: "@obsolete",
-        help: "Unusual, obsolete or unimplemented system calls",
         members: &[
             "_sysctl",
             "afs_syscall",
@@ -400,14 +399,14 @@ pub static GROUPS: &[Group] = &[
             "vserver",
         ],
     },
+    // System calls used for memory protection keys
     Group {
         name: "@pkey",
-        help: "System calls used for memory protection keys",
         members: &["pkey_alloc", "pkey_free", "pkey_mprotect"],
     },
+    // All system calls which need super-user capabilities
     Group {
         name: "@privileged",
-        help: "All system calls which need super-user capabilities",
         members: &[
             "@chown",
             "@clock",
@@ -442,9 +441,9 @@ pub static GROUPS: &[Group] = &[
             "vhangup",
         ],
     },
+    // Process control, execution, namespacing operations
     Group {
         name: "@process",
-        help: "Process control, execution, namespacing operations",
         members: &[
             "capget",
             "clone",
@@ -470,9 +469,9 @@ pub static GROUPS: &[Group] = &[
             "waitpid",
         ],
     },
+    // Raw I/O port access
     Group {
         name: "@raw-io",
-        help: "Raw I/O port access",
         members: &[
             "ioperm",
             "iopl",
@@ -483,14 +482,14 @@ pub static GROUPS: &[Group] = &[
             "s390_pci_mmio_write",
         ],
     },
+    // Reboot and reboot preparation/kexec
     Group {
         name: "@reboot",
-        help: "Reboot and reboot preparation/kexec",
         members: &["kexec_file_load", "kexec_load", "reboot"],
     },
+    // Alter resource settings
     Group {
         name: "@resources",
-        help: "Alter resource settings",
         members: &[
             "ioprio_set",
             "mbind",
@@ -507,9 +506,9 @@ pub static GROUPS: &[Group] = &[
             "setrlimit",
         ],
     },
+    // Seccomp and Landlock sandbox configuration
     Group {
         name: "@sandbox",
-        help: "Seccomp and Landlock sandbox configuration",
         members: &[
             "landlock_add_rule",
             "landlock_create_ruleset",
@@ -517,9 +516,9 @@ pub static GROUPS: &[Group] = &[
             "seccomp",
         ],
     },
+    // Operations for changing user/group credentials
     Group {
         name: "@setuid",
-        help: "Operations for changing user/group credentials",
         members: &[
             "setgid",
             "setgid32",
@@ -537,9 +536,9 @@ pub static GROUPS: &[Group] = &[
             "setuid32",
         ],
     },
+    // Process signal handling
     Group {
         name: "@signal",
-        help: "Process signal handling",
         members: &[
             "rt_sigaction",
             "rt_sigpending",
@@ -557,14 +556,14 @@ pub static GROUPS: &[Group] = &[
             "sigsuspend",
         ],
     },
+    // Enable/disable swap devices
     Group {
         name: "@swap",
-        help: "Enable/disable swap devices",
         members: &["swapoff", "swapon"],
     },
+    // Synchronize files and memory to storage
     Group {
         name: "@sync",
-        help: "Synchronize files and memory to storage",
         members: &[
             "fdatasync",
             "fsync",
@@ -575,9 +574,9 @@ pub static GROUPS: &[Group] = &[
             "syncfs",
         ],
     },
+    // General system service operations
     Group {
         name: "@system-service",
-        help: "General system service operations",
         members: &[
             "@aio",
             "@basic-io",
@@ -642,9 +641,9 @@ pub static GROUPS: &[Group] = &[
             "vmsplice",
         ],
     },
+    // Schedule operations by time
     Group {
         name: "@timer",
-        help: "Schedule operations by time",
         members: &[
             "alarm",
             "getitimer",
@@ -664,9 +663,9 @@ pub static GROUPS: &[Group] = &[
             "times",
         ],
     },
+    // All known syscalls declared in the kernel
     Group {
         name: "@known",
-        help: "All known syscalls declared in the kernel",
         members: &[
             "@obsolete",
             "_llseek",

@@ -757,7 +757,9 @@ mod live {
     #[test]
     fn cache_round_trips_and_survives_corruption() {
         let dir = tempdir();
+        let t = Instant::now();
         let p = profile(&default_caps(), &[], false);
+        let build = t.elapsed();
         let t = Instant::now();
         let fresh = compile_uncached(&p).unwrap();
         let uncached = t.elapsed();
@@ -776,7 +778,7 @@ mod live {
         let cached = t.elapsed();
         assert_eq!(hit, fresh);
         eprintln!(
-            "seccomp: compile {uncached:?} ({} programs, {} insns), cache hit {cached:?}",
+            "seccomp: profile {build:?}, compile {uncached:?} ({} programs, {} insns), cache hit {cached:?}",
             fresh.programs(),
             fresh.instructions()
         );

@@ -265,7 +265,9 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
     let seccomp = crate::seccomp::default_profile(&crate::seccomp::ProfileOptions {
         caps: caps_set.iter().copied().collect(),
         filter: args.system_call_filter.clone(),
-        own_userns: false,
+        own_userns: namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User),
     })?;
 
     let linux = LinuxBuilder::default()

@@ -9,6 +9,7 @@ use super::error::{Ctx, SetupError};
 use super::msg::{Channel, ToChild, ToParent};
 use super::{console, exec, mount, stub};
 use crate::exit;
+use crate::seccomp::Bpf;
 use crate::spec::ext::{Berth, ConsoleMode};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -17,8 +18,14 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// Never returns: execs the payload, or reports why not and exits.
-pub fn run(spec: &Spec, ext: &Berth, chan: Channel, captured: mount::Captured) -> ! {
-    let err = match setup_and_exec(spec, ext, &chan, captured) {
+pub fn run(
+    spec: &Spec,
+    ext: &Berth,
+    bpf: Option<&Bpf>,
+    chan: Channel,
+    captured: mount::Captured,
+) -> ! {
+    let err = match setup_and_exec(spec, ext, bpf, &chan, captured) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -48,6 +55,7 @@ enum Never {}
 fn setup_and_exec(
     spec: &Spec,
     ext: &Berth,
+    bpf: Option<&Bpf>,
     chan: &Channel,
     mut captured: mount::Captured,
 ) -> Result<Never, Failure> {
@@ -124,7 +132,7 @@ fn setup_and_exec(
     let effective = set(caps.and_then(|c| c.effective().as_ref()));
     let permitted = set(caps.and_then(|c| c.permitted().as_ref()));
     super::caps::drop_bounding(&bounding)?;
-    super::seccomp::load(spec)?;
+    super::seccomp::load(bpf)?;
     let user = process.user();
     super::caps::switch_user(
         user.uid(),

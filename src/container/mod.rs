@@ -31,6 +31,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 pub enum LaunchError {
     #[error(transparent)]
     Spec(#[from] crate::spec::ext::ExtError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("{what}: {source}")]
     Sys {
         what: &'static str,
@@ -79,6 +81,7 @@ fn clone_flags(spec: &Spec) -> u64 {
 /// Runs the container to completion and returns the exit status berth should report.
 pub fn run(spec: &Spec) -> anyhow::Result<u8> {
     let ext = Berth::from_spec(spec)?;
+    let bpf = seccomp::compile(spec)?;
     let (parent_chan, child_chan) = msg::pair().map_err(sys_err("creating the control socket"))?;
 
     // Signals are taken through a signalfd; block them before clone so none is lost.
@@ -110,7 +113,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
         Forked::Child => {
             drop(parent_chan);
             drop(sigfd);
-            child::run(spec, &ext, child_chan, captured)
+            child::run(spec, &ext, bpf.as_ref(), child_chan, captured)
         }
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };

@@ -68,6 +68,8 @@ pub enum SpecError {
     #[error(transparent)]
     Userns(#[from] userns::UsernsError),
     #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
     Oci(#[from] oci_spec::OciSpecError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -292,6 +294,15 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
     mounts.extend(host_files(&root_fd, args.private_network)?);
     mounts.extend(user_mounts(args)?);
 
+    // The seccomp filter follows the capabilities the container may ever hold (Docker's rule).
+    let seccomp = crate::seccomp::default_profile(&crate::seccomp::ProfileOptions {
+        caps: caps_set.iter().copied().collect(),
+        filter: args.system_call_filter.clone(),
+        own_userns: namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User),
+    })?;
+
     let mut linux = LinuxBuilder::default();
     if let Some(r) = range {
         let map = vec![
@@ -305,6 +316,7 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
     }
     let linux = linux
         .namespaces(namespaces)
+        .seccomp(seccomp)
         .devices(default_devices()?)
         .masked_paths(MASKED.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .readonly_paths(READ_ONLY.iter().map(|s| s.to_string()).collect::<Vec<_>>())

@@ -8,6 +8,7 @@
 mod caps;
 mod child;
 mod console;
+mod delegate;
 mod error;
 mod exec;
 mod mount;
@@ -40,6 +41,8 @@ pub enum LaunchError {
     },
     #[error(transparent)]
     Userns(#[from] userns::UsernsSetupError),
+    #[error(transparent)]
+    Delegate(#[from] delegate::DelegateError),
 }
 
 fn sys_err(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> LaunchError {
@@ -174,6 +177,12 @@ fn launch(
 
     // Placement: the systemd integration (cgroup, machined registration) goes here, after the
     // container exists and before it may exec.
+
+    // A booted system in its own user namespace manages its cgroup subtree itself.
+    if ext.boot && userns {
+        let (base, _) = userns::range(spec).expect("a user namespace has a map");
+        delegate::delegate(pid, base, base)?;
+    }
 
     // If the child already failed, sending fails too; its Failed message is still queued.
     let _ = parent_chan.send(&ToChild::Go, None);

@@ -77,7 +77,8 @@ pub const CLONE_NS_MASK: u64 = 0x7E02_0000;
 
 /// Docker's unconditional allow list (moby profiles/seccomp/default.json) without the io_uring
 /// calls (denied: their operations bypass seccomp), plus the x86 specials Docker allows per arch
-/// (arch_prctl, modify_ldt) and ptrace/process_vm_* (Docker: kernel >= 4.8).
+/// (arch_prctl, modify_ldt), ptrace/process_vm_* (Docker: kernel >= 4.8) and fchmodat2 (glibc
+/// >= 2.39 uses it for lchmod and falls back only on ENOSYS; nspawn's @file-system has it).
 const BASE_ALLOW: &[&str] = &[
     "_llseek",
     "_newselect",
@@ -134,6 +135,7 @@ const BASE_ALLOW: &[&str] = &[
     "fchdir",
     "fchmod",
     "fchmodat",
+    "fchmodat2",
     "fchown",
     "fchown32",
     "fchownat",

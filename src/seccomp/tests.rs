@@ -229,7 +229,16 @@ fn default_denies_the_dangerous_calls_with_eperm() {
     assert_eq!(verdict(&p, "clone"), "cond");
     assert_eq!(verdict(&p, "personality"), "cond");
     for n in [
-        "read", "openat", "execve", "ptrace", "chroot", "socket", "mknod", "ioctl", "seccomp",
+        "read",
+        "openat",
+        "execve",
+        "ptrace",
+        "chroot",
+        "socket",
+        "mknod",
+        "ioctl",
+        "seccomp",
+        "fchmodat2",
     ] {
         assert_eq!(verdict(&p, n), "allow", "{n}");
     }

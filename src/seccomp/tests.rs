@@ -665,6 +665,23 @@ mod live {
             e,
             "mknodat(char)",
         );
+        // An overlayfs whiteout (character device 0:0) and a fifo may still be made.
+        let whiteout = || {
+            let path = c"/tmp/berth-probe-whiteout".as_ptr() as u64;
+            sys(
+                libc::SYS_mknod,
+                [path, (libc::S_IFCHR | 0o600) as u64, 0, 0, 0, 0],
+            )
+        };
+        assert_eq!(run(Some(&b), private_mounts, whiteout), Ok(()));
+        let fifo = || {
+            let path = c"/tmp/berth-probe-fifo".as_ptr() as u64;
+            sys(
+                libc::SYS_mknod,
+                [path, (libc::S_IFIFO | 0o600) as u64, 0, 0, 0, 0],
+            )
+        };
+        assert_eq!(run(Some(&b), private_mounts, fifo), Ok(()));
         // Ordinary life goes on.
         assert_eq!(
             run(Some(&b), nothing, || sys(libc::SYS_getpid, [0; 6])),

@@ -19,7 +19,8 @@ deps:
 	.ci/install-deps
 
 build: deps
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(TARGET)
+	LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=$$(dirname $$(gcc -print-file-name=libseccomp.a)) \
+	    RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(TARGET)
 
 image: deps
 	images/busybox/build $(IMAGE)

@@ -96,6 +96,20 @@ pub struct RunArgs {
     #[arg(long = "kill-signal", value_name = "SIGNAL")]
     pub kill_signal: Option<String>,
 
+    /// User namespace: no, yes (shift from the tree's owner), pick (a free 64K range),
+    /// identity, or UID[:COUNT]. Without a value: yes.
+    #[arg(long = "private-users", value_name = "MODE", num_args = 0..=1, default_missing_value = "yes")]
+    pub private_users: Option<String>,
+
+    /// Same as --private-users=pick --private-users-ownership=auto, when the kernel allows.
+    #[arg(short = 'U')]
+    pub private_users_pick: bool,
+
+    /// How the tree's ownership follows the user namespace: off, chown, map (idmapped mount,
+    /// the tree stays unshifted on disk) or auto (map where the file system can).
+    #[arg(long = "private-users-ownership", value_name = "MODE")]
+    pub private_users_ownership: Option<String>,
+
     /// Run in a private network namespace with only the loopback device, up.
     #[arg(long = "private-network")]
     pub private_network: bool,

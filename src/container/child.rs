@@ -18,8 +18,14 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// Never returns: execs the payload, or reports why not and exits.
-pub fn run(spec: &Spec, ext: &Berth, bpf: Option<&Bpf>, chan: Channel) -> ! {
-    let err = match setup_and_exec(spec, ext, bpf, &chan) {
+pub fn run(
+    spec: &Spec,
+    ext: &Berth,
+    bpf: Option<&Bpf>,
+    chan: Channel,
+    captured: mount::Captured,
+) -> ! {
+    let err = match setup_and_exec(spec, ext, bpf, &chan, captured) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -51,6 +57,7 @@ fn setup_and_exec(
     ext: &Berth,
     bpf: Option<&Bpf>,
     chan: &Channel,
+    mut captured: mount::Captured,
 ) -> Result<Never, Failure> {
     // Our supervisor dying must take the whole container with it.
     // SAFETY: prctl with integer arguments.
@@ -58,14 +65,28 @@ fn setup_and_exec(
     // Device nodes and masks get exactly the modes the spec asks for.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
 
+    if has_ns(spec, LinuxNamespaceType::User) {
+        // Until the supervisor has written our uid/gid map we are nobody here.
+        match chan.recv::<ToChild>() {
+            Ok(Some((ToChild::Mapped, _))) => {}
+            _ => return Err(SetupError::msg("the supervisor went away").into()),
+        }
+        // Become the namespace's root; capabilities in it are kept across this switch.
+        let zero_g = nix::unistd::Gid::from_raw(0);
+        let zero_u = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresgid(zero_g, zero_g, zero_g)
+            .ctx("becoming root in the user namespace")?;
+        nix::unistd::setresuid(zero_u, zero_u, zero_u)
+            .ctx("becoming root in the user namespace")?;
+        nix::unistd::setgroups(&[]).ctx("setgroups in the user namespace")?;
+    }
     let root = spec
         .root()
         .as_ref()
         .ok_or_else(|| SetupError::msg("spec has no root"))?
         .path()
         .clone();
-    let captured = mount::prepare(spec, &root)?;
-    mount::pivot(&root)?;
+    mount::prepare(spec, &root, &mut captured)?;
     mount::mount_all(spec, captured, &ext.uuid)?;
     let private_network = has_ns(spec, LinuxNamespaceType::Network);
     mount::protect(spec, private_network)?;
@@ -144,6 +165,8 @@ fn setup_and_exec(
         }
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).ctx("unblocking signals")?;
+    // Setup ran with umask 0 for exact device and mask modes; the payload gets the usual one.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     // Only 0, 1 and 2 reach the payload; the channel closes on exec, telling the supervisor.
     crate::sys::cloexec_from(3).ctx("closing inherited file descriptors")?;
 

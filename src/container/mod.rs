@@ -14,6 +14,7 @@ mod mount;
 mod msg;
 mod seccomp;
 mod stub;
+mod userns;
 
 use crate::exit::{self, Coded};
 use crate::spec::ext::{Berth, ConsoleMode};
@@ -37,10 +38,19 @@ pub enum LaunchError {
         what: &'static str,
         source: nix::errno::Errno,
     },
+    #[error(transparent)]
+    Userns(#[from] userns::UsernsSetupError),
 }
 
 fn sys_err(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> LaunchError {
     move |source| LaunchError::Sys { what, source }
+}
+
+fn has_ns(spec: &Spec, t: LinuxNamespaceType) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == t))
 }
 
 fn clone_flags(spec: &Spec) -> u64 {
@@ -58,6 +68,8 @@ fn clone_flags(spec: &Spec) -> u64 {
             LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
             LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
             LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+            // Created in the same clone: the kernel makes it first and it owns the others.
+            LinuxNamespaceType::User => libc::CLONE_NEWUSER,
             // The cgroup namespace is created by the child once it sits in its own cgroup,
             // so that cgroup becomes the root it sees.
             _ => 0,
@@ -87,6 +99,13 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
     let sigfd = SignalFd::with_flags(&handled, SfdFlags::SFD_CLOEXEC)
         .map_err(sys_err("creating a signalfd"))?;
 
+    let private_network = has_ns(spec, LinuxNamespaceType::Network);
+    let userns = has_ns(spec, LinuxNamespaceType::User);
+    let captured = mount::capture(spec, userns, private_network).map_err(|e| Coded {
+        code: exit::FAILURE,
+        msg: e.to_string(),
+    })?;
+
     // SAFETY: berth is single-threaded here, as clone3 without CLONE_VM requires.
     let (pid, pidfd) = match unsafe { sys::clone3(clone_flags(spec), None) }
         .map_err(sys_err("creating the container"))?
@@ -94,7 +113,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
         Forked::Child => {
             drop(parent_chan);
             drop(sigfd);
-            child::run(spec, &ext, bpf.as_ref(), child_chan)
+            child::run(spec, &ext, bpf.as_ref(), child_chan, captured)
         }
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
@@ -103,6 +122,17 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
         pid,
         pidfd: Some(pidfd),
     };
+
+    if userns {
+        // The child waits, as nobody, until its map exists and its tree is owned right.
+        userns::write_maps(spec, pid)?;
+        let range = userns::range(spec).expect("a user namespace has a map");
+        let root = spec.root().as_ref().expect("validated").path();
+        userns::ownership(ext.ownership, captured.root.as_fd(), root, pid, range)?;
+        let _ = parent_chan.send(&ToChild::Mapped, None);
+    }
+    // The child has its own copies of the captured mounts.
+    drop(captured);
 
     // Placement: the systemd integration (cgroup, machined registration) goes here, after the
     // container exists and before it may exec.
@@ -132,9 +162,38 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
     // What setup allocated is not needed while the container runs.
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
+    shed_text();
 
     let status = supervise(&mut container, &ext, master, &sigfd)?;
     Ok(status)
+}
+
+/// Drops the mappings of berth's own code pages while the container runs: the kernel's
+/// fault-around mapped far more of the binary than the event loop uses, and the supervisor
+/// should cost a sleeping container next to nothing. Only r-xp file mappings of the binary
+/// are touched: they are never written, so every page refaults unchanged from the page cache.
+fn shed_text() {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || f[1] != "r-xp" || std::path::Path::new(f[5]) != exe {
+            continue;
+        }
+        let Some((a, b)) = f[0].split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        // SAFETY: the range is a read-only, executable, file-backed private mapping of our
+        // own binary; MADV_DONTNEED only drops page-table entries that refault from the file.
+        unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+    }
 }
 
 struct Running {

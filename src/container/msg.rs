@@ -20,6 +20,9 @@ pub enum ToParent {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToChild {
+    /// The uid/gid maps are written (and the tree idmapped or chowned): become root in the
+    /// user namespace and set up the file system.
+    Mapped,
     /// The supervisor has placed the container (cgroup, registration): go on to exec.
     Go,
 }

@@ -2,6 +2,7 @@
 //! annotations so the spec stays the one model. [`Berth::from_spec`] is the typed view the
 //! launcher reads; [`Berth::store`] writes it.
 
+use super::userns::Ownership;
 use clap::ValueEnum;
 use oci_spec::runtime::Spec;
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ pub struct Berth {
     /// No command was given: process.args[0] is the preferred shell, run as a login shell.
     pub login_shell: bool,
     pub quiet: bool,
+    /// How the tree's ownership follows the user namespace (off without one).
+    pub ownership: Ownership,
 }
 
 const PREFIX: &str = "org.berth.";
@@ -62,6 +65,9 @@ impl Berth {
         put("console", self.console.as_str().into());
         if let Some(sig) = self.kill_signal {
             put("kill-signal", sig.to_string());
+        }
+        if self.ownership != Ownership::Off {
+            put("userns-ownership", self.ownership.as_str().into());
         }
         for (k, v) in [
             ("as-pid2", self.as_pid2),
@@ -95,6 +101,11 @@ impl Berth {
             as_pid2: flag("as-pid2"),
             login_shell: flag("login-shell"),
             quiet: flag("quiet"),
+            ownership: match get("userns-ownership") {
+                None => Ownership::Off,
+                Some(v) => Ownership::parse(v)
+                    .ok_or_else(|| ExtError::Invalid("userns-ownership", v.clone()))?,
+            },
         })
     }
 }
@@ -113,6 +124,7 @@ mod tests {
             as_pid2: true,
             login_shell: false,
             quiet: true,
+            ownership: Ownership::Map,
         };
         let mut ann = HashMap::new();
         b.store(&mut ann);

@@ -10,14 +10,15 @@ pub mod ext;
 pub mod machine;
 pub mod passwd;
 pub mod signal;
+pub mod userns;
 
 use crate::cli::RunArgs;
 use crate::sys;
 use ext::{Berth, ConsoleMode};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceBuilder, LinuxDeviceType,
-    LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder,
-    Spec, SpecBuilder, UserBuilder,
+    LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -64,6 +65,8 @@ pub enum SpecError {
     User(#[from] passwd::LookupError),
     #[error("the tree's /etc/machine-id is all zeros, which is not a valid machine id")]
     ZeroMachineId,
+    #[error(transparent)]
+    Userns(#[from] userns::UsernsError),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(transparent)]
@@ -119,6 +122,33 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
             Some(signal::parse(s).ok_or_else(|| opt_err("kill-signal", s, "unknown signal"))?)
         }
     };
+
+    // User namespace: -U is pick+auto when the kernel can, else off, as nspawn's -U.
+    let (mode, ownership) = if args.private_users_pick && args.private_users.is_none() {
+        match userns::kernel_supports() {
+            Ok(()) => (userns::Mode::Pick, userns::Ownership::Auto),
+            Err(_) => (userns::Mode::No, userns::Ownership::Off),
+        }
+    } else {
+        let m = userns::parse_mode(args.private_users.as_deref().unwrap_or("no"))?;
+        (
+            m,
+            if args.private_users_pick {
+                userns::Ownership::Auto
+            } else {
+                userns::Ownership::Off
+            },
+        )
+    };
+    let ownership = match &args.private_users_ownership {
+        Some(o) => userns::Ownership::parse(o)
+            .ok_or_else(|| userns::UsernsError::OwnershipSyntax(o.clone()))?,
+        None => ownership,
+    };
+    if mode != userns::Mode::No {
+        userns::kernel_supports()?;
+    }
+    let range = userns::resolve(mode, &root, &machine)?;
 
     let user = match &args.user {
         Some(u) => Some(passwd::lookup(&root_fd, u)?),
@@ -252,6 +282,9 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
     if args.private_network {
         namespaces.push(LinuxNamespaceType::Network);
     }
+    if range.is_some() {
+        namespaces.push(LinuxNamespaceType::User);
+    }
     let namespaces = namespaces
         .into_iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
@@ -270,7 +303,18 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
             .any(|n| n.typ() == LinuxNamespaceType::User),
     })?;
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if let Some(r) = range {
+        let map = vec![
+            LinuxIdMappingBuilder::default()
+                .container_id(0u32)
+                .host_id(r.base)
+                .size(r.count)
+                .build()?,
+        ];
+        linux = linux.uid_mappings(map.clone()).gid_mappings(map);
+    }
+    let linux = linux
         .namespaces(namespaces)
         .seccomp(seccomp)
         .devices(default_devices()?)
@@ -286,6 +330,11 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         as_pid2: args.as_pid2,
         login_shell,
         quiet: args.quiet,
+        ownership: if range.is_some() {
+            ownership
+        } else {
+            userns::Ownership::Off
+        },
     };
     let mut annotations = HashMap::new();
     ext.store(&mut annotations);

@@ -360,3 +360,36 @@ fn count_blocked_attempts_berth_vs_nspawn() {
     );
     assert_eq!(berth_blocked, ATTEMPTS.len());
 }
+
+/// With its own user namespace (-U) the container may create nested namespaces, as podman
+/// allows (the kernel then checks capabilities against that namespace); the host stays out of
+/// reach: keyrings, bpf, mounts over /proc and device nodes still fail.
+#[test]
+fn own_user_namespace_allows_nesting_but_not_escapes() {
+    let img = busybox();
+    let run = |args: &'static [&'static str]| {
+        let a = Attempt {
+            name: "userns",
+            flags: &["-U"],
+            args,
+            errno: None,
+            setup: Setup::None,
+        };
+        let o = run_attempt(berth_cmd(), img, &a);
+        verdict(&a, &o)
+    };
+    assert_eq!(run(&["unshare-user"]), None);
+    assert_eq!(run(&["clone-newuser"]), None);
+    let escapes: [&'static [&'static str]; 7] = [
+        &["keyctl"],
+        &["bpf"],
+        &["mount", "proc", "/tmp"],
+        &["remount-rw", "/proc/sys"],
+        &["umount", "/proc/kallsyms"],
+        &["mknod-blk", "/tmp/disk", "8", "0"],
+        &["i386", "keyctl"],
+    ];
+    for args in escapes {
+        assert!(run(args).is_some(), "{args:?} succeeded with -U");
+    }
+}

@@ -311,11 +311,21 @@ fn system_call_filter_errors_are_one_line() {
         None,
     );
     o.assert_one_line_error(125, "unknown system call group \"@nosuchgroup\"");
+    let o = run_with(
+        &[
+            "run",
+            "-D",
+            &img,
+            "--system-call-filter=~@file-system",
+            "true",
+        ],
+        None,
+    );
+    o.assert_one_line_error(125, "denies chdir, which berth needs");
 }
 
 #[test]
 fn system_call_filter_denies_on_top_of_the_default() {
-    // ~@file-system would also stop berth's own chdir; deny something the payload alone uses.
     let script = "mkdir /tmp/d; echo rc=$?";
     let o = sh(&["--system-call-filter=~mkdir mkdirat"], script);
     assert_eq!(o.stdout, "rc=1\n", "{o:?}");

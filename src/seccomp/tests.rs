@@ -220,6 +220,24 @@ fn unknown_names_are_clear_errors() {
 }
 
 #[test]
+fn denying_what_the_launcher_needs_is_refused_up_front() {
+    let e = default_profile(&ProfileOptions {
+        filter: words(&["~@file-system"]),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--system-call-filter denies chdir, which berth needs after loading the filter to start the container"
+    );
+    // Everything the launcher needs is allowed by the default filter.
+    let p = profile(&default_caps(), &[], false);
+    for n in NEEDED_BY_LAUNCHER {
+        assert_eq!(verdict(&p, n), "allow", "{n}");
+    }
+}
+
+#[test]
 fn default_denies_the_dangerous_calls_with_eperm() {
     let p = profile(&default_caps(), &[], false);
     for n in DENIED_BY_DEFAULT {
@@ -773,7 +791,7 @@ mod live {
             )),
             Ok(())
         );
-        let b = compile_uncached(&profile(&default_caps(), &["~@basic-io"], false)).unwrap();
+        let b = compile_uncached(&profile(&default_caps(), &["~dup"], false)).unwrap();
         assert_eq!(
             run(Some(&b), nothing, || sys(libc::SYS_dup, [2, 0, 0, 0, 0, 0])),
             Err(libc::EPERM)
@@ -846,6 +864,27 @@ mod live {
             2,
             "wrote into an open dir"
         );
+    }
+
+    #[test]
+    fn cache_keeps_the_newest_entries() {
+        let dir = tempdir();
+        let t0 = std::time::SystemTime::now();
+        for i in 0..6u64 {
+            let p = dir.path().join(format!("{i}.bpf"));
+            std::fs::write(&p, b"x").unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(t0 - std::time::Duration::from_secs(100 - i))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("other"), b"not an entry").unwrap();
+        crate::seccomp::bpf::prune(dir.path(), 4);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["2.bpf", "3.bpf", "4.bpf", "5.bpf", "other"]);
     }
 
     struct TempDir(std::path::PathBuf);

@@ -114,6 +114,11 @@ pub struct RunArgs {
     #[arg(long = "private-network")]
     pub private_network: bool,
 
+    /// Boot the tree's init (systemd) as PID 1; the arguments go to init. Implies a user
+    /// namespace (-U) and nspawn's capability set inside it, SIGRTMIN+3 as kill signal.
+    #[arg(short = 'b', long = "boot", conflicts_with_all = ["as_pid2", "user"])]
+    pub boot: bool,
+
     /// Run the command as PID 2 under a minimal init that reaps zombies and forwards signals.
     #[arg(short = 'a', long = "as-pid2")]
     pub as_pid2: bool,

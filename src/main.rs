@@ -6,6 +6,8 @@
 mod cli;
 mod container;
 mod exit;
+mod property;
+mod register;
 mod spec;
 
 use clap::Parser;

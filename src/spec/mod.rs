@@ -3,11 +3,14 @@
 //! berth-specific settings travel as `org.berth.*` annotations, read back through [`ext`].
 
 pub mod ext;
+pub mod machine;
 
 use crate::cli::RunArgs;
 use anyhow::Result;
 use oci_spec::runtime::Spec;
 
-pub fn from_run_args(_args: &RunArgs) -> Result<Spec> {
-    Ok(Spec::default())
+pub fn from_run_args(args: &RunArgs) -> Result<Spec> {
+    let mut spec = Spec::default();
+    machine::apply(args, &mut spec)?;
+    Ok(spec)
 }

@@ -1,299 +1,117 @@
-//! Machine settings (systemd integration) in the spec: `--register`, `--keep-unit`, `--slice`,
-//! `--property` and `--uuid` travel as `org.berth.*` annotations; the resource limits among the
-//! properties are also written to OCI `linux.resources` where they map.
+//! Machine names and UUIDs, validated as systemd-machined validates them.
 
-use crate::cli::RunArgs;
-use crate::property::{self, Property, Value};
-use crate::register::Mode;
-use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources, Spec};
-use std::collections::HashMap;
-
-pub const REGISTER: &str = "org.berth.register";
-pub const KEEP_UNIT: &str = "org.berth.keep-unit";
-pub const SLICE: &str = "org.berth.slice";
-/// A JSON array of the `--property` assignments, as given.
-pub const PROPERTIES: &str = "org.berth.properties";
-pub const UUID: &str = "org.berth.uuid";
-
-#[derive(Debug, thiserror::Error)]
-pub enum MachineSpecError {
-    #[error(transparent)]
-    Property(#[from] property::PropertyError),
-    #[error("bad --uuid {0:?}: expected 32 hex digits or a dashed UUID")]
-    Uuid(String),
-    #[error("bad --uuid: the all-zero UUID is not a machine ID")]
-    ZeroUuid,
-    #[error("bad --slice {0:?}: a slice unit name ends in .slice")]
-    Slice(String),
-    #[error("bad {0} annotation: {1}")]
-    Annotation(&'static str, String),
+/// machined's rule: a valid hostname of at most 64 characters: [A-Za-z0-9_.-], no leading or
+/// trailing dot or hyphen, no "..".
+pub fn name_is_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !name.starts_with(['.', '-'])
+        && !name.ends_with(['.', '-'])
+        && !name.contains("..")
 }
 
-/// The typed view of the machine annotations.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MachineSettings {
-    pub register: Mode,
-    pub keep_unit: bool,
-    pub slice: Option<String>,
-    /// `--property` assignments, as given (validated).
-    pub properties: Vec<String>,
-    pub uuid: Option<[u8; 16]>,
+/// The default name from a directory's base name, cleaned as nspawn's hostname_cleanup does.
+pub fn name_from_dir(dir: &std::path::Path) -> Option<String> {
+    let base = dir.file_name()?.to_string_lossy();
+    let mut name: String = base
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    while name.contains("..") {
+        name = name.replace("..", ".");
+    }
+    let name = name.trim_matches(['.', '-']);
+    let name: String = name.chars().take(64).collect();
+    let name = name.trim_end_matches(['.', '-']).to_string();
+    name_is_valid(&name).then_some(name)
 }
 
-impl Default for MachineSettings {
-    fn default() -> Self {
-        MachineSettings {
-            register: Mode::Auto,
-            keep_unit: false,
-            slice: None,
-            properties: Vec::new(),
-            uuid: None,
-        }
-    }
+/// A 128-bit id as systemd prints a UUID: 8-4-4-4-12 lowercase hex.
+pub fn format_uuid(id: &[u8; 16]) -> String {
+    let h: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
-impl MachineSettings {
-    pub fn from_spec(spec: &Spec) -> Result<MachineSettings, MachineSpecError> {
-        let empty = HashMap::new();
-        let a = spec.annotations().as_ref().unwrap_or(&empty);
-        let mut m = MachineSettings::default();
-        if let Some(r) = a.get(REGISTER) {
-            m.register = r
-                .parse()
-                .map_err(|e| MachineSpecError::Annotation(REGISTER, e))?;
-        }
-        m.keep_unit = a.get(KEEP_UNIT).is_some_and(|v| v == "true");
-        m.slice = a.get(SLICE).cloned();
-        if let Some(p) = a.get(PROPERTIES) {
-            m.properties = serde_json::from_str(p)
-                .map_err(|e| MachineSpecError::Annotation(PROPERTIES, e.to_string()))?;
-        }
-        if let Some(u) = a.get(UUID) {
-            m.uuid = Some(
-                crate::register::parse_id128(u).ok_or_else(|| MachineSpecError::Uuid(u.clone()))?,
-            );
-        }
-        Ok(m)
+/// Parses a machine-id (32 hex digits) or a UUID with dashes. All zeros is not an id.
+pub fn parse_id(s: &str) -> Option<[u8; 16]> {
+    let hex: String = s.trim().chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
     }
-
-    /// The parsed `--property` assignments.
-    pub fn parsed_properties(&self) -> Result<Vec<Property>, MachineSpecError> {
-        Ok(self
-            .properties
-            .iter()
-            .map(|a| property::parse(a))
-            .collect::<Result<Vec<_>, _>>()?)
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
     }
+    (id != [0; 16]).then_some(id)
 }
 
-/// Writes the machine settings of `args` into `spec`.
-pub fn apply(args: &RunArgs, spec: &mut Spec) -> Result<(), MachineSpecError> {
-    let props = args
-        .property
-        .iter()
-        .map(|a| property::parse(a))
-        .collect::<Result<Vec<_>, _>>()?;
-    let uuid = match &args.uuid {
-        None => None,
-        Some(u) => {
-            let id =
-                crate::register::parse_id128(u).ok_or_else(|| MachineSpecError::Uuid(u.clone()))?;
-            if id == [0; 16] {
-                return Err(MachineSpecError::ZeroUuid);
+/// A random v4 UUID from the kernel's CSPRNG.
+pub fn random_id() -> std::io::Result<[u8; 16]> {
+    let mut id = [0u8; 16];
+    let mut filled = 0;
+    while filled < id.len() {
+        // SAFETY: writes into our own buffer within bounds.
+        let n = unsafe { libc::getrandom(id[filled..].as_mut_ptr().cast(), id.len() - filled, 0) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err);
             }
-            Some(id)
+            continue;
         }
-    };
-    if let Some(s) = &args.slice
-        && (!s.ends_with(".slice") || s.len() <= ".slice".len() || s.contains('/'))
-    {
-        return Err(MachineSpecError::Slice(s.clone()));
+        filled += n as usize;
     }
-
-    let mut ann = spec.annotations().clone().unwrap_or_default();
-    ann.insert(REGISTER.into(), args.register.to_string());
-    if args.keep_unit {
-        ann.insert(KEEP_UNIT.into(), "true".into());
-    }
-    if let Some(s) = &args.slice {
-        ann.insert(SLICE.into(), s.clone());
-    }
-    if !args.property.is_empty() {
-        ann.insert(
-            PROPERTIES.into(),
-            serde_json::to_string(&args.property).expect("strings serialize"),
-        );
-    }
-    if let Some(id) = uuid {
-        ann.insert(UUID.into(), crate::register::format_id128(&id));
-    }
-    spec.set_annotations(Some(ann));
-
-    apply_resources(&props, spec);
-    Ok(())
-}
-
-fn limit(v: u64) -> i64 {
-    if v == property::INFINITY {
-        -1
-    } else {
-        v.min(i64::MAX as u64) as i64
-    }
-}
-
-/// The limits that have an OCI `linux.resources` field (or a cgroup v2 `unified` key).
-fn apply_resources(props: &[Property], spec: &mut Spec) {
-    if props.is_empty() {
-        return;
-    }
-    let mut linux = spec.linux().clone().unwrap_or_default();
-    let mut res: LinuxResources = linux.resources().clone().unwrap_or_default();
-    let mut touched = false;
-    for p in props {
-        match (p.name.as_str(), &p.value) {
-            ("MemoryMax" | "MemoryLimit", Value::U64(v)) => {
-                let mut m: LinuxMemory = res.memory().clone().unwrap_or_default();
-                m.set_limit(Some(limit(*v)));
-                res.set_memory(Some(m));
-                touched = true;
-            }
-            ("MemoryLow", Value::U64(v)) => {
-                let mut m: LinuxMemory = res.memory().clone().unwrap_or_default();
-                m.set_reservation(Some(limit(*v)));
-                res.set_memory(Some(m));
-                touched = true;
-            }
-            ("TasksMax", Value::U64(v)) => {
-                let mut pids = LinuxPids::default();
-                pids.set_limit(limit(*v));
-                res.set_pids(Some(pids));
-                touched = true;
-            }
-            ("CPUQuotaPerSecUSec", Value::U64(v)) => {
-                let mut c: LinuxCpu = res.cpu().clone().unwrap_or_default();
-                if *v == property::INFINITY {
-                    c.set_quota(Some(-1));
-                } else {
-                    // systemd's default period: 100 ms.
-                    c.set_period(Some(100_000));
-                    c.set_quota(Some((*v / 10).max(1000) as i64));
-                }
-                res.set_cpu(Some(c));
-                touched = true;
-            }
-            ("CPUShares", Value::U64(v)) => {
-                let mut c: LinuxCpu = res.cpu().clone().unwrap_or_default();
-                c.set_shares(Some(*v));
-                res.set_cpu(Some(c));
-                touched = true;
-            }
-            ("BlockIOWeight", Value::U64(v)) => {
-                let mut b: LinuxBlockIo = res.block_io().clone().unwrap_or_default();
-                b.set_weight(Some(*v as u16));
-                res.set_block_io(Some(b));
-                touched = true;
-            }
-            ("IOWeight" | "CPUWeight" | "MemoryHigh", Value::U64(v)) => {
-                let (key, val) = match p.name.as_str() {
-                    "IOWeight" => ("io.weight", format!("default {v}")),
-                    "CPUWeight" => ("cpu.weight", v.to_string()),
-                    _ => (
-                        "memory.high",
-                        if *v == property::INFINITY {
-                            "max".into()
-                        } else {
-                            v.to_string()
-                        },
-                    ),
-                };
-                let mut u = res.unified().clone().unwrap_or_default();
-                u.insert(key.into(), val);
-                res.set_unified(Some(u));
-                touched = true;
-            }
-            _ => {}
-        }
-    }
-    if touched {
-        linux.set_resources(Some(res));
-        spec.set_linux(Some(linux));
-    }
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    Ok(id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    fn args(v: &[&str]) -> RunArgs {
-        let mut all = vec!["berth", "run"];
-        all.extend_from_slice(v);
-        all.push("true");
-        let crate::cli::Command::Run(a) = crate::cli::Cli::try_parse_from(all).unwrap().command;
-        a
-    }
+    use std::path::Path;
 
     #[test]
-    fn flags_round_trip_through_the_spec() {
-        let mut spec = Spec::default();
-        apply(
-            &args(&[
-                "--register=yes",
-                "--keep-unit",
-                "--slice=foo.slice",
-                "--property=MemoryMax=64M",
-                "--property=TasksMax=20",
-                "--property=CPUQuota=50%",
-                "--property=IOWeight=300",
-                "--uuid=01234567-89ab-cdef-0123-456789abcdef",
-            ]),
-            &mut spec,
-        )
-        .unwrap();
-        let m = MachineSettings::from_spec(&spec).unwrap();
-        assert_eq!(m.register, Mode::Yes);
-        assert!(m.keep_unit);
-        assert_eq!(m.slice.as_deref(), Some("foo.slice"));
-        assert_eq!(m.properties.len(), 4);
-        assert_eq!(
-            crate::register::format_id128(&m.uuid.unwrap()),
-            "0123456789abcdef0123456789abcdef"
-        );
-        let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
-        assert_eq!(res.memory().as_ref().unwrap().limit(), Some(64 << 20));
-        assert_eq!(res.pids().as_ref().unwrap().limit(), 20);
-        let cpu = res.cpu().as_ref().unwrap();
-        assert_eq!((cpu.quota(), cpu.period()), (Some(50_000), Some(100_000)));
-        assert_eq!(
-            res.unified()
-                .as_ref()
-                .unwrap()
-                .get("io.weight")
-                .map(String::as_str),
-            Some("default 300")
-        );
-    }
-
-    #[test]
-    fn defaults_are_nspawn_like() {
-        let mut spec = Spec::default();
-        apply(&args(&[]), &mut spec).unwrap();
-        assert_eq!(
-            MachineSettings::from_spec(&spec).unwrap(),
-            MachineSettings::default()
-        );
-    }
-
-    #[test]
-    fn bad_input_is_an_error() {
-        for bad in [
-            &["--property=MemoryMax=lots"][..],
-            &["--property=Bogus=1"],
-            &["--uuid=xyz"],
-            &["--uuid=00000000000000000000000000000000"],
-            &["--slice=foo"],
-        ] {
-            assert!(apply(&args(bad), &mut Spec::default()).is_err(), "{bad:?}");
+    fn validates_like_machined() {
+        for ok in ["busybox", "web-1", "a.b_c", "x"] {
+            assert!(name_is_valid(ok), "{ok}");
         }
+        for bad in ["", ".x", "x.", "-x", "a..b", "a/b", "a b", &"x".repeat(65)] {
+            assert!(!name_is_valid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_name_is_cleaned_base_name() {
+        assert_eq!(
+            name_from_dir(Path::new("/var/lib/machines/deb ian")).as_deref(),
+            Some("debian")
+        );
+        assert_eq!(
+            name_from_dir(Path::new("/x/.hidden")).as_deref(),
+            Some("hidden")
+        );
+        assert_eq!(name_from_dir(Path::new("/")), None);
+    }
+
+    #[test]
+    fn ids_round_trip_and_zero_is_refused() {
+        let id = parse_id("0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(format_uuid(&id), "01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(parse_id(&format_uuid(&id)), Some(id));
+        assert_eq!(parse_id(&"0".repeat(32)), None);
+        assert_eq!(parse_id("uninitialized"), None);
+        let r = random_id().unwrap();
+        assert_eq!(r[6] >> 4, 4);
     }
 }

@@ -117,7 +117,8 @@ pub struct RunArgs {
     pub quiet: bool,
 
     /// Register the container with systemd-machined: yes, no, or auto (register when machined
-    /// is reachable, say so once otherwise).
+    /// is reachable; say so when there is a system bus but no machined; on hosts without a
+    /// system bus run unregistered quietly). Unregistered, berth makes the cgroup itself.
     #[arg(long, value_name = "yes|no|auto", default_value = "auto", value_parser = parse_register)]
     pub register: crate::register::Mode,
 

@@ -106,6 +106,11 @@ impl Placement {
                 cg.attach(leader, false)?;
                 self.cgroup = Some(cg);
             }
+            Outcome::NoBus => {
+                let cg = Cgroup::create(&ext.machine, &self.settings.parsed_properties()?)?;
+                cg.attach(leader, false)?;
+                self.cgroup = Some(cg);
+            }
             Outcome::Skipped => {}
         }
         Ok(())

@@ -13,7 +13,7 @@
 use crate::property::{Property, Value};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 const MACHINED: &str = "org.freedesktop.machine1";
 const MACHINED_PATH: &str = "/org/freedesktop/machine1";
@@ -101,8 +101,11 @@ pub struct Machine {
 pub enum Outcome {
     /// Registered; the unit is the scope machined created, or the unit berth runs in.
     Registered { unit: String },
-    /// `--register=auto` and machined cannot be reached: run unregistered. The string says why.
+    /// `--register=auto` and machined cannot be reached although there is a system bus: run
+    /// unregistered, and say so. The string says why.
     Unavailable(String),
+    /// `--register=auto` on a host without a system bus (no systemd here): run unregistered.
+    NoBus,
     /// `--register=no`.
     Skipped,
 }
@@ -215,6 +218,9 @@ fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, 
             Err(RegisterError::Unreachable(e))
         }
     };
+    if mode == Mode::Auto && !system_bus_present() {
+        return Ok(Outcome::NoBus);
+    }
     let conn = match zbus::blocking::Connection::system() {
         Ok(c) => c,
         Err(e) => return unreachable(format!("system bus: {e}")),
@@ -336,6 +342,22 @@ fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, 
     Ok(Outcome::Registered { unit })
 }
 
+/// Whether the system bus socket exists (for a `unix:path=` address, the default one or
+/// $DBUS_SYSTEM_BUS_ADDRESS). Other address kinds count as present.
+fn system_bus_present() -> bool {
+    let addr = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
+        .unwrap_or_else(|_| "unix:path=/var/run/dbus/system_bus_socket".into());
+    match addr
+        .split(';')
+        .next()
+        .and_then(|a| a.strip_prefix("unix:"))
+        .and_then(|a| a.split(',').find_map(|kv| kv.strip_prefix("path=")))
+    {
+        Some(path) => std::path::Path::new(path).exists(),
+        None => true,
+    }
+}
+
 fn unit_property(
     conn: &zbus::blocking::Connection,
     path: &str,
@@ -408,7 +430,27 @@ where
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(wr);
+            // sd-bus's default method timeout: a hung bus peer must not hang berth.
             let mut buf = String::new();
+            let ready = {
+                let mut fds = [nix::poll::PollFd::new(
+                    rd.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                loop {
+                    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(25_000u16)) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        other => break other,
+                    }
+                }
+            };
+            if !matches!(ready, Ok(n) if n > 0) {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(RegisterError::Helper(
+                    "no answer from the bus within 25 s".into(),
+                ));
+            }
             let mut r = std::fs::File::from(rd);
             let read = r.read_to_string(&mut buf);
             let status = loop {

@@ -1,5 +1,5 @@
 //! The container's cgroup when systemd does not make one (`--register=no`, or no machined):
-//! like nspawn-cgroup.c, berth creates `machine-NAME.scope` below its own cgroup in every
+//! like nspawn-cgroup.c, berth creates `machine-NAME-PID.scope` below its own cgroup in every
 //! hierarchy (cgroup2, and each v1 one on legacy/hybrid hosts), applies the `--property` limits
 //! (cgroup v2 files first, v1 files of the same meaning where the controller lives in v1), puts
 //! the container in before it execs (CLONE_INTO_CGROUP for cgroup2), and removes it all when the
@@ -149,16 +149,21 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// Creates `machine-NAME.scope` below berth's own cgroup in every hierarchy and applies
+    /// Creates `machine-NAME-PID.scope` (PID: berth's) below berth's own cgroup in every hierarchy and applies
     /// `props`. Everything it could not apply is an error, and nothing is left behind then.
     pub fn create(name: &str, props: &[Property]) -> Result<Cgroup, CgroupError> {
         let hs = hierarchies()?;
         let writes = plan(&hs, props)?;
-        let leaf = format!("machine-{name}.scope");
+        // Unregistered containers may share a name (nothing claims it): the supervisor's PID
+        // keeps their cgroups apart.
+        let leaf = format!("machine-{name}-{}.scope", std::process::id());
         let mut cg = Cgroup {
             dirs: Vec::new(),
             v2_fd: None,
         };
+        for h in &hs {
+            collect_stale(&h.own);
+        }
         for h in hs {
             // Named v1 hierarchies (name=systemd) belong to a v1 systemd; not ours to use.
             if h.v1
@@ -289,6 +294,31 @@ impl Drop for Cgroup {
     fn drop(&mut self) {
         self.v2_fd = None;
         self.remove();
+    }
+}
+
+/// Removes the empty cgroups that SIGKILLed berths left below `own`: `machine-*-PID.scope`
+/// whose PID is gone. (A killed berth's container dies with it, but nobody removes its
+/// cgroup.) Cgroups that still hold processes are never touched.
+fn collect_stale(own: &Path) {
+    let Ok(rd) = fs::read_dir(own) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(n) = name.to_str() else { continue };
+        let Some(pid) = n
+            .strip_prefix("machine-")
+            .and_then(|r| r.strip_suffix(".scope"))
+            .and_then(|r| r.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        for sub in subtree(&e.path()) {
+            let _ = fs::remove_dir(&sub);
+        }
     }
 }
 

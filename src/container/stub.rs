@@ -3,7 +3,6 @@
 
 use super::error::{Ctx, SetupError};
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
 /// Returns in the payload (PID 2); PID 1 stays here as the stub for the container's life.
@@ -44,11 +43,22 @@ fn supervise(payload: Pid) -> ! {
         }
         if sig == libc::SIGCHLD {
             loop {
-                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(pid, code)) if pid == payload => exit(code),
-                    Ok(WaitStatus::Signaled(pid, s, _)) if pid == payload => exit(128 + s as i32),
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(_) => continue,
+                // libc's waitpid, not nix's: nix cannot represent a payload killed by a
+                // real-time signal (machinectl poweroff sends SIGRTMIN+4) and reports EINVAL
+                // after reaping it, which left the stub waiting forever.
+                let mut st: libc::c_int = 0;
+                // SAFETY: waitpid with a valid status pointer.
+                let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+                if pid <= 0 {
+                    break;
+                }
+                if pid == payload.as_raw() {
+                    if libc::WIFEXITED(st) {
+                        exit(libc::WEXITSTATUS(st));
+                    }
+                    if libc::WIFSIGNALED(st) {
+                        exit(128 + libc::WTERMSIG(st));
+                    }
                 }
             }
         } else {

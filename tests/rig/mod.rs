@@ -26,6 +26,7 @@ impl Rig {
     /// stderr when the rig cannot start.
     pub fn start(workdirs: &[&Path]) -> Rig {
         let out = Command::new(script())
+            .env("BERTH_RIG_OWNER", std::process::id().to_string())
             .arg("start")
             .args(workdirs)
             .output()

@@ -11,6 +11,7 @@ mod notify;
 mod place;
 mod property;
 mod register;
+mod seccomp;
 mod spec;
 mod sys;
 

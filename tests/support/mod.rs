@@ -134,10 +134,10 @@ pub fn procs_with(prefix: &str) -> Vec<i32> {
         if pid == std::process::id() as i32 {
             continue;
         }
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            if cmd.starts_with(prefix.as_bytes()) {
-                out.push(pid);
-            }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline"))
+            && cmd.starts_with(prefix.as_bytes())
+        {
+            out.push(pid);
         }
     }
     out

@@ -116,10 +116,12 @@ impl Placement {
         Ok(())
     }
 
-    /// Ends the registration and removes berth's cgroup now (the same happens on drop).
-    pub fn release(&mut self) {
+    /// Ends the registration and removes berth's cgroup now (the same happens on drop). With
+    /// `wait` false berth does not wait for machined's answer: a container that is not started
+    /// again under the same name needs none (its scope ends with its processes anyway).
+    pub fn release(&mut self, wait: bool) {
         if let Some(name) = self.registered.take() {
-            register::unregister(&name);
+            register::unregister(&name, wait);
         }
         self.cgroup = None;
     }
@@ -127,6 +129,6 @@ impl Placement {
 
 impl Drop for Placement {
     fn drop(&mut self) {
-        self.release();
+        self.release(true);
     }
 }

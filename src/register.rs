@@ -132,37 +132,136 @@ pub fn register(mode: Mode, m: &Machine) -> Result<Outcome, RegisterError> {
 }
 
 /// Ends the registration (machined forgets the machine; the scope goes with its processes).
-/// Errors are ignored, as nspawn does: the machine may be gone already.
-pub fn unregister(name: &str) {
-    let _ = in_helper(|| {
+/// Errors are ignored, as nspawn does: the machine may be gone already. With `wait` false the
+/// helper is left to finish on its own, so berth's exit does not wait for the bus.
+pub fn unregister(name: &str, wait: bool) {
+    let call = || {
         let conn =
             zbus::blocking::Connection::system().map_err(|e| RegisterError::Bus(e.to_string()))?;
-        conn.call_method(
-            Some(MACHINED),
-            MACHINED_PATH,
-            Some(MACHINED_IFACE),
-            "UnregisterMachine",
-            &(name,),
-        )
-        .map_err(|e| RegisterError::Bus(e.to_string()))?;
+        unregister_on(&conn, name)?;
         Ok(Outcome::Skipped)
-    });
+    };
+    if wait {
+        let _ = in_helper(call);
+    } else {
+        detached(call);
+    }
+}
+
+fn unregister_on(conn: &zbus::blocking::Connection, name: &str) -> Result<(), RegisterError> {
+    conn.call_method(
+        Some(MACHINED),
+        MACHINED_PATH,
+        Some(MACHINED_IFACE),
+        "UnregisterMachine",
+        &(name,),
+    )
+    .map_err(|e| RegisterError::Bus(dbus_error_text(&e)))?;
+    Ok(())
+}
+
+/// Runs `f` in a grandchild that nobody waits for (it is reparented when its parent exits at
+/// once), so the caller goes on immediately.
+fn detached<F: FnOnce() -> Result<Outcome, RegisterError>>(f: F) {
+    // SAFETY: as in_helper: the supervisor is single-threaded; the children only run `f`.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: as above.
+            if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+                let _ = f();
+            }
+            // SAFETY: leaves without running the supervisor's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            let _ = nix::sys::wait::waitpid(child, None);
+        }
+        Err(_) => {}
+    }
 }
 
 fn dbus_error_name(e: &zbus::Error) -> Option<String> {
+    use zbus::DBusError;
     match e {
         zbus::Error::MethodError(name, _, _) => Some(name.to_string()),
-        zbus::Error::FDO(f) => Some(format!("{f:?}")),
+        zbus::Error::FDO(f) => Some(f.name().to_string()),
         _ => None,
     }
 }
 
 fn dbus_error_text(e: &zbus::Error) -> String {
+    use zbus::DBusError;
     match e {
         zbus::Error::MethodError(_, Some(msg), _) => msg.clone(),
         zbus::Error::MethodError(name, None, _) => name.to_string(),
+        zbus::Error::FDO(f) => f.description().unwrap_or_default().to_string(),
         other => other.to_string(),
     }
+}
+
+/// Errors that mean "machined is not there" rather than "machined said no".
+fn is_unreachable(e: &zbus::Error) -> bool {
+    dbus_error_name(e).is_some_and(|n| {
+        matches!(
+            n.as_str(),
+            "org.freedesktop.DBus.Error.ServiceUnknown"
+                | "org.freedesktop.DBus.Error.NameHasNoOwner"
+                | "org.freedesktop.DBus.Error.SpawnFailed"
+                | "org.freedesktop.DBus.Error.SpawnChildExited"
+                | "org.freedesktop.DBus.Error.NoReply"
+                | "org.freedesktop.systemd1.NoSuchUnit"
+        )
+    })
+}
+
+/// machined still knows a machine of this name whose leader is gone (its scope is on its
+/// way out, or a berth before us was SIGKILLed): forget it. Returns whether it did.
+fn forget_stale(conn: &zbus::blocking::Connection, name: &str) -> bool {
+    let leader = conn
+        .call_method(
+            Some(MACHINED),
+            MACHINED_PATH,
+            Some(MACHINED_IFACE),
+            "GetMachine",
+            &(name,),
+        )
+        .ok()
+        .and_then(|r| {
+            r.body()
+                .deserialize::<zbus::zvariant::OwnedObjectPath>()
+                .ok()
+        })
+        .and_then(|path| {
+            conn.call_method(
+                Some(MACHINED),
+                path.as_str(),
+                Some("org.freedesktop.DBus.Properties"),
+                "Get",
+                &("org.freedesktop.machine1.Machine", "Leader"),
+            )
+            .ok()
+        })
+        .and_then(|r| r.body().deserialize::<zbus::zvariant::OwnedValue>().ok())
+        .and_then(|v| u32::try_from(v).ok());
+    match leader {
+        Some(pid) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+            unregister_on(conn, name).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// systemd's unit_name_escape for the scope machined makes: machine-NAME.scope.
+fn scope_name(machine: &str) -> String {
+    let mut out = String::from("machine-");
+    for (i, b) in machine.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b':' || b == b'_' || (b == b'.' && i > 0) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out + ".scope"
 }
 
 fn to_zvalue(v: &Value) -> zbus::zvariant::Value<'static> {
@@ -225,17 +324,6 @@ fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, 
         Ok(c) => c,
         Err(e) => return unreachable(format!("system bus: {e}")),
     };
-    // Activates machined if it is not running yet.
-    if let Err(e) = conn.call_method(
-        Some(MACHINED),
-        MACHINED_PATH,
-        Some("org.freedesktop.DBus.Peer"),
-        "Ping",
-        &(),
-    ) {
-        return unreachable(dbus_error_text(&e));
-    }
-
     if !m.keep_unit
         && let Some(slice) = &m.slice
     {
@@ -247,32 +335,62 @@ fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, 
     } else {
         m.id.to_vec()
     };
+    let mut retried = false;
+    loop {
+        // The call itself activates machined if it is not running yet.
+        match call_register(&conn, m, props, &id) {
+            Ok(()) => break,
+            Err(e) if is_unreachable(&e) => return unreachable(dbus_error_text(&e)),
+            Err(e) => {
+                let name = dbus_error_name(&e).unwrap_or_default();
+                if name == "org.freedesktop.machine1.MachineExists" {
+                    if !retried && forget_stale(&conn, &m.name) {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(RegisterError::Exists(m.name.clone()));
+                }
+                return Err(RegisterError::Refused {
+                    name: m.name.clone(),
+                    msg: dbus_error_text(&e),
+                });
+            }
+        }
+    }
+    Ok(Outcome::Registered {
+        unit: if m.keep_unit {
+            String::new()
+        } else {
+            scope_name(&m.name)
+        },
+    })
+}
+
+fn call_register(
+    conn: &zbus::blocking::Connection,
+    m: &Machine,
+    props: &[Property],
+    id: &Vec<u8>,
+) -> Result<(), zbus::Error> {
     let class = "container";
-    let reply = if m.keep_unit {
+    let (n, svc, root) = (&m.name, &m.service, &m.root_directory);
+    if m.keep_unit {
         if m.ifindices.is_empty() {
             conn.call_method(
                 Some(MACHINED),
                 MACHINED_PATH,
                 Some(MACHINED_IFACE),
                 "RegisterMachine",
-                &(&m.name, &id, &m.service, class, m.leader, &m.root_directory),
-            )
+                &(n, id, svc, class, m.leader, root),
+            )?;
         } else {
             conn.call_method(
                 Some(MACHINED),
                 MACHINED_PATH,
                 Some(MACHINED_IFACE),
                 "RegisterMachineWithNetwork",
-                &(
-                    &m.name,
-                    &id,
-                    &m.service,
-                    class,
-                    m.leader,
-                    &m.root_directory,
-                    &m.ifindices,
-                ),
-            )
+                &(n, id, svc, class, m.leader, root, &m.ifindices),
+            )?;
         }
     } else {
         let sp = scope_properties(m, props);
@@ -282,64 +400,19 @@ fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, 
                 MACHINED_PATH,
                 Some(MACHINED_IFACE),
                 "CreateMachine",
-                &(
-                    &m.name,
-                    &id,
-                    &m.service,
-                    class,
-                    m.leader,
-                    &m.root_directory,
-                    sp,
-                ),
-            )
+                &(n, id, svc, class, m.leader, root, sp),
+            )?;
         } else {
             conn.call_method(
                 Some(MACHINED),
                 MACHINED_PATH,
                 Some(MACHINED_IFACE),
                 "CreateMachineWithNetwork",
-                &(
-                    &m.name,
-                    &id,
-                    &m.service,
-                    class,
-                    m.leader,
-                    &m.root_directory,
-                    &m.ifindices,
-                    sp,
-                ),
-            )
+                &(n, id, svc, class, m.leader, root, &m.ifindices, sp),
+            )?;
         }
-    };
-    let path: zbus::zvariant::OwnedObjectPath = match reply {
-        Ok(msg) => msg
-            .body()
-            .deserialize()
-            .map_err(|e| RegisterError::Bus(e.to_string()))?,
-        Err(e) => {
-            let name = dbus_error_name(&e).unwrap_or_default();
-            if name == "org.freedesktop.machine1.MachineExists" {
-                return Err(RegisterError::Exists(m.name.clone()));
-            }
-            return Err(RegisterError::Refused {
-                name: m.name.clone(),
-                msg: dbus_error_text(&e),
-            });
-        }
-    };
-    let unit = conn
-        .call_method(
-            Some(MACHINED),
-            path.as_str(),
-            Some("org.freedesktop.DBus.Properties"),
-            "Get",
-            &("org.freedesktop.machine1.Machine", "Unit"),
-        )
-        .ok()
-        .and_then(|r| r.body().deserialize::<zbus::zvariant::OwnedValue>().ok())
-        .and_then(|v| String::try_from(v).ok())
-        .unwrap_or_default();
-    Ok(Outcome::Registered { unit })
+    }
+    Ok(())
 }
 
 /// Whether the system bus socket exists (for a `unix:path=` address, the default one or
@@ -472,6 +545,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_names_are_escaped_as_systemd_does() {
+        assert_eq!(scope_name("web"), "machine-web.scope");
+        assert_eq!(scope_name("list-ab1"), "machine-list\\x2dab1.scope");
+        assert_eq!(scope_name("a.b_c"), "machine-a.b_c.scope");
+    }
 
     #[test]
     fn register_mode_parses() {

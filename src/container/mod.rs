@@ -239,7 +239,8 @@ fn launch(
     let end = supervise(&mut container, ext, master, notify, sigfd);
     crate::notify::notify("STATUS=Container stopped.");
     drop(container);
-    placement.release();
+    // A booted system may reboot into a new life under the same name: wait for machined then.
+    placement.release(ext.boot);
     end
 }
 

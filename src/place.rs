@@ -40,7 +40,7 @@ impl Placement {
         let settings = MachineSettings::from_spec(spec)?;
         let props = settings.parsed_properties()?;
         let cgroup = if settings.register == Mode::No {
-            Some(Cgroup::create(&ext.machine, &props)?)
+            own_cgroup(&ext.machine, &props)?
         } else {
             None
         };
@@ -102,14 +102,16 @@ impl Placement {
                         ext.machine
                     );
                 }
-                let cg = Cgroup::create(&ext.machine, &self.settings.parsed_properties()?)?;
-                cg.attach(leader, false)?;
-                self.cgroup = Some(cg);
+                if let Some(cg) = own_cgroup(&ext.machine, &self.settings.parsed_properties()?)? {
+                    cg.attach(leader, false)?;
+                    self.cgroup = Some(cg);
+                }
             }
             Outcome::NoBus => {
-                let cg = Cgroup::create(&ext.machine, &self.settings.parsed_properties()?)?;
-                cg.attach(leader, false)?;
-                self.cgroup = Some(cg);
+                if let Some(cg) = own_cgroup(&ext.machine, &self.settings.parsed_properties()?)? {
+                    cg.attach(leader, false)?;
+                    self.cgroup = Some(cg);
+                }
             }
             Outcome::Skipped => {}
         }
@@ -124,6 +126,20 @@ impl Placement {
             register::unregister(&name, wait);
         }
         self.cgroup = None;
+    }
+}
+
+/// berth's own cgroup for the container. Where berth cannot see a cgroup of its own (it was
+/// moved in from outside this cgroup namespace) a container without limits runs where berth
+/// runs; with limits that is an error.
+fn own_cgroup(
+    name: &str,
+    props: &[crate::property::Property],
+) -> Result<Option<Cgroup>, PlaceError> {
+    match Cgroup::create(name, props) {
+        Ok(cg) => Ok(Some(cg)),
+        Err(crate::cgroup::CgroupError::NoHierarchy) if props.is_empty() => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -28,7 +28,9 @@ pub enum CgroupError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no cgroup hierarchy is mounted")]
+    #[error(
+        "no cgroup hierarchy berth sits in is visible here, so --property limits cannot be applied"
+    )]
     NoHierarchy,
 }
 

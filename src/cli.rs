@@ -1,7 +1,8 @@
 //! The command line. Options mean what the systemd-nspawn option of the same name means;
 //! where berth differs (safer defaults), the help text says so.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::spec::ext::ConsoleMode;
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -21,19 +22,6 @@ pub struct Cli {
 pub enum Command {
     /// Run a command (or a login shell) in a new container.
     Run(RunArgs),
-}
-
-/// How the container's standard streams and /dev/console are wired (nspawn's --console).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ConsoleMode {
-    /// A pty of the container's own, relayed to berth's terminal both ways.
-    Interactive,
-    /// A pty of the container's own; its output is relayed, input is not.
-    ReadOnly,
-    /// A pty of the container's own, not connected to berth's streams.
-    Passive,
-    /// berth's stdin, stdout and stderr are handed to the payload as they are.
-    Pipe,
 }
 
 #[derive(Debug, Args)]
@@ -129,7 +117,11 @@ pub struct RunArgs {
     pub quiet: bool,
 
     /// The command and its arguments (default: a login shell).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -154,8 +146,8 @@ mod tests {
 
     #[test]
     fn command_after_options_keeps_its_own_flags() {
-        let cli = Cli::try_parse_from(["berth", "run", "-D", "/x", "ls", "-l", "--bind", "y"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["berth", "run", "-D", "/x", "ls", "-l", "--bind", "y"]).unwrap();
         let Command::Run(a) = cli.command;
         assert_eq!(a.command, ["ls", "-l", "--bind", "y"]);
         assert!(a.bind.is_empty());

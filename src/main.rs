@@ -7,6 +7,7 @@ mod cli;
 mod container;
 mod exit;
 mod spec;
+mod sys;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -17,8 +17,15 @@ note() { echo "  $*" >&2; }
 BG_PIDS=()
 MACHINES=()
 UNITS=()
+BG_LOGS=()
 cleanup() {
-    local p m
+    local rc=$? p m
+    if [ $rc -ne 0 ]; then
+        for p in "${BG_LOGS[@]}"; do
+            echo "--- $p:" >&2
+            tail -n 20 "$p" >&2
+        done
+    fi
     for p in "${BG_PIDS[@]}"; do
         kill -0 "$p" 2>/dev/null || continue
         kill -TERM "$p" 2>/dev/null
@@ -41,6 +48,7 @@ berth_bg() {
     local name=$1 log=$2
     shift 2
     MACHINES+=("$name")
+    BG_LOGS+=("$log")
     berth run -M "$name" "$@" </dev/null >"$log" 2>&1 &
     BG_PID=$!
     BG_PIDS+=("$BG_PID")
@@ -83,13 +91,16 @@ machine_cgroup() {
     echo "/sys/fs/cgroup$cg"
 }
 
-# The PID of a process whose command line is exactly the given words.
+# The PID of a process whose command line is exactly the given words. Bash builtins only: under
+# TCG a fork per process would make one scan take seconds.
 pid_of_cmdline() {
-    local want p c
-    want=$(printf '%s ' "$@")
+    local want got p args
+    printf -v want '%s\x1f' "$@"
     for p in /proc/[0-9]*; do
-        c=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
-        [ "$c" = "$want" ] && { echo "${p#/proc/}"; return 0; }
+        mapfile -d '' args 2>/dev/null <"$p/cmdline" || continue
+        [ ${#args[@]} -eq $# ] || continue
+        printf -v got '%s\x1f' "${args[@]}"
+        [ "$got" = "$want" ] && { echo "${p#/proc/}"; return 0; }
     done
     return 1
 }

@@ -4,7 +4,7 @@
 # system.slice below the machine's cgroup and sees that cgroup as its root. machinectl shell
 # (machined talking to the container's own dbus) works, and poweroff ends berth.
 test_boot_delegated_subtree() {
-    local name=vm-boot cg out
+    local name=vmboot cg out
     berth_bg "$name" /run/berth-vm/$name.out -b -D "$DEBIAN" --pipe
     wait_for 60 "machine $name" registered "$name"
     cg=$(machine_cgroup "$name")

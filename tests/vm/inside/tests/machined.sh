@@ -1,7 +1,7 @@
 # Registration with systemd-machined (issue 4), seen through machinectl and systemctl.
 
 test_machinectl_status() {
-    local name=vm-status st unit leader cg
+    local name=vmstatus st unit leader cg
     berth_bg "$name" /run/berth-vm/$name.out -D "$BB" --pipe \
         --property MemoryMax=100M --property TasksMax=50 /bin/sleep 300
     wait_for 60 "machine $name" registered "$name"

@@ -6,6 +6,8 @@
 mod cli;
 mod container;
 mod exit;
+mod notify;
+mod seccomp;
 mod spec;
 mod sys;
 

@@ -859,3 +859,9 @@ fn interactive_console_runs_on_a_pty_of_the_containers_own() {
     );
     assert!(text.contains("got-ping"), "input relayed: {text}");
 }
+
+#[test]
+fn payload_runs_with_umask_0022() {
+    let o = sh(&[], "umask; touch /tmp/f; stat -c %a /tmp/f");
+    assert_eq!(o.stdout, "0022\n644\n", "{o:?}");
+}

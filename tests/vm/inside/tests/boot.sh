@@ -23,3 +23,25 @@ test_boot_delegated_subtree() {
     wait_exit "$BG_PID" 120
     expect_eq "berth's exit status after poweroff" "$EXIT_STATUS" 0
 }
+
+# The same without machined (--register=no): berth's own cgroup on pure v2, delegated to the
+# container's systemd, which builds its tree below it; SIGTERM halts the container, berth
+# exits 0 and removes the cgroup.
+test_boot_register_no() {
+    local name=vmbootnoreg init cg
+    berth_bg "$name" /run/berth-vm/$name.out -b --register=no -D "$DEBIAN" --pipe
+    wait_for 60 "the container's init (a child of berth $BG_PID)" \
+        eval "read -r init _ </proc/$BG_PID/task/$BG_PID/children"
+    read -r init _ <"/proc/$BG_PID/task/$BG_PID/children"
+    # The container's systemd moves itself into init.scope of the cgroup it was given.
+    wait_for 180 "the container's systemd to move into its init.scope" \
+        eval "grep -q '^0::/.*/init.scope$' /proc/$init/cgroup"
+    cg=/sys/fs/cgroup$(sed -n 's|^0::\(.*\)/init.scope$|\1|p' "/proc/$init/cgroup")
+    note "container cgroup $cg"
+    wait_for 180 "the container's systemd to create $cg/system.slice" test -d "$cg/system.slice"
+    ! registered "$name" || fail "machine $name is registered despite --register=no"
+    kill -TERM "$BG_PID"
+    wait_exit "$BG_PID" 120
+    expect_eq "berth's exit status after SIGTERM (halt)" "$EXIT_STATUS" 0
+    [ ! -e "$cg" ] || fail "berth left the container's cgroup $cg behind"
+}

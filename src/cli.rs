@@ -13,14 +13,83 @@ use std::path::PathBuf;
     propagate_version = true
 )]
 pub struct Cli {
+    /// The image store (each image a directory, as machinectl expects).
+    #[arg(long, global = true, env = "BERTH_STORE", value_name = "DIR",
+          default_value = crate::image::store::DEFAULT_STORE)]
+    pub store: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 pub enum Command {
     /// Run a command (or a login shell) in a new container.
     Run(RunArgs),
+    /// Import a root file system tarball (plain, gzip, zstd or xz; detected from the content)
+    /// as image NAME.
+    #[command(name = "import-tar")]
+    ImportTar(ImportTarArgs),
+    /// Import an OCI image layout (a directory, or a tar of one) as image NAME.
+    #[command(name = "import-oci")]
+    ImportOci(ImportOciArgs),
+    /// List the images in the store.
+    Images(ImagesArgs),
+    /// Remove images from the store.
+    Remove(RemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportCommon {
+    /// Replace an existing image of the same name.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Mark the image read-only (the immutable flag on its directory, as machinectl does).
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+
+    /// Print no progress bar and no summary line.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportTarArgs {
+    /// The tarball, or - for standard input.
+    #[arg(value_name = "FILE|-")]
+    pub file: String,
+    /// Name of the new image.
+    pub name: String,
+    #[command(flatten)]
+    pub common: ImportCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportOciArgs {
+    /// The layout (directory or tar), optionally with the image's
+    /// org.opencontainers.image.ref.name.
+    #[arg(value_name = "LAYOUT[:REF]")]
+    pub layout: String,
+    /// Name of the new image.
+    pub name: String,
+    #[command(flatten)]
+    pub common: ImportCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The images to remove.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
 }
 
 /// How the container's standard streams and /dev/console are wired (nspawn's --console).
@@ -129,7 +198,11 @@ pub struct RunArgs {
     pub quiet: bool,
 
     /// The command and its arguments (default: a login shell).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -154,9 +227,11 @@ mod tests {
 
     #[test]
     fn command_after_options_keeps_its_own_flags() {
-        let cli = Cli::try_parse_from(["berth", "run", "-D", "/x", "ls", "-l", "--bind", "y"])
-            .unwrap();
-        let Command::Run(a) = cli.command;
+        let cli =
+            Cli::try_parse_from(["berth", "run", "-D", "/x", "ls", "-l", "--bind", "y"]).unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(a.command, ["ls", "-l", "--bind", "y"]);
         assert!(a.bind.is_empty());
     }

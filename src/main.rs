@@ -6,8 +6,10 @@
 mod cli;
 mod container;
 mod exit;
+mod image;
 mod spec;
 
+use anyhow::Context;
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -29,5 +31,93 @@ fn run(cli: cli::Cli) -> anyhow::Result<u8> {
             let spec = spec::from_run_args(&args)?;
             Ok(container::run(&spec)?)
         }
+        cli::Command::ImportTar(a) => {
+            let store = image::store::Store::open(&cli.store)?;
+            let s = image::import::import_tar(&store, &a.file, &a.name, &import_options(&a.common))
+                .with_context(|| format!("importing {}", a.file))?;
+            if !a.common.quiet {
+                eprintln!("{}", s.line());
+            }
+            Ok(0)
+        }
+        cli::Command::ImportOci(a) => {
+            let store = image::store::Store::open(&cli.store)?;
+            let s =
+                image::import::import_oci(&store, &a.layout, &a.name, &import_options(&a.common))
+                    .with_context(|| format!("importing {}", a.layout))?;
+            if !a.common.quiet {
+                eprintln!("{}", s.line());
+            }
+            Ok(0)
+        }
+        cli::Command::Images(a) => {
+            let store = image::store::Store::open(&cli.store)?;
+            let list = store.list()?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_images(&list);
+            }
+            Ok(0)
+        }
+        cli::Command::Remove(a) => {
+            let store = image::store::Store::open(&cli.store)?;
+            for n in &a.names {
+                store.remove(n).with_context(|| format!("removing {n}"))?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn import_options(c: &cli::ImportCommon) -> image::import::Options {
+    image::import::Options {
+        force: c.force,
+        read_only: c.read_only,
+        limits: image::Limits::from_env(),
+        progress: !c.quiet,
+    }
+}
+
+fn print_images(list: &[image::store::ImageInfo]) {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let w = list.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
+    let _ = writeln!(
+        out,
+        "{:w$}  {:>10}  {:19}  {:3}  TYPE",
+        "NAME", "SIZE", "CREATED", "RO"
+    );
+    for i in list {
+        let size = i.size.map_or("-".to_string(), human_size);
+        let created = i.created.map_or("-".to_string(), image::store::format_time);
+        let ro = if i.read_only { "yes" } else { "no" };
+        let _ = writeln!(
+            out,
+            "{:w$}  {size:>10}  {created:19}  {ro:3}  {}",
+            i.name, i.kind
+        );
+    }
+    let _ = write!(
+        out,
+        "\n{} image{} listed.",
+        list.len(),
+        if list.len() == 1 { "" } else { "s" }
+    );
+    println!("{out}");
+}
+
+fn human_size(b: u64) -> String {
+    const U: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", U[i])
     }
 }

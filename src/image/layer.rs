@@ -1,0 +1,616 @@
+//! Applies one tar layer to an image root, as the OCI image spec says: entries replace what
+//! lower layers left at the same path (only directory-over-directory merges), whiteouts
+//! (`.wh.NAME`) and opaque whiteouts (`.wh..wh..opq`) remove lower content only, whatever their
+//! position in the layer; hardlinks, symlinks, ownership, modes (setuid included), mtimes and
+//! the safe xattrs are kept. A plain rootfs tarball is a single layer.
+//!
+//! Device nodes: FIFOs are created; character devices only when berth runs as root and the
+//! device is one of the harmless ones (null, zero, full, random, urandom, tty); every other
+//! device node (all block devices, /dev/mem, /dev/sda, ...) is skipped and counted, so an image
+//! can never be a way to host devices. Containers get a fresh /dev anyway.
+//!
+//! Xattrs kept: `user.*` and `security.capability`; `trusted.*`, `security.selinux`,
+//! `system.*` and the rest are dropped.
+
+use super::root::{self, Root, join, lossy, lstat_at, split};
+use super::{ImageError, Limits, Result};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fchmod, futimens, mkdirat, mknodat, utimensat};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, fchown, fchownat, linkat, symlinkat};
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
+
+/// Counters shared by all layers of one import.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub entries: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub skipped_devices: u64,
+    pub skipped_xattrs: u64,
+}
+
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: (i64, i64),
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+pub struct Applier<'a> {
+    root: &'a Root,
+    limits: &'a Limits,
+    pub stats: &'a mut Stats,
+    euid: u32,
+    egid: u32,
+    upper: HashSet<Vec<u8>>,
+    dirs: Vec<(Vec<u8>, Meta)>,
+    cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    buf: Vec<u8>,
+}
+
+/// Normalizes an entry name: leading `/` and `./` dropped (as GNU tar does), empty and `.`
+/// components dropped, `..` resolved lexically; a `..` that would leave the root, a NUL, and
+/// names over the length limits are errors.
+pub fn normalize(raw: &[u8], limits: &Limits) -> Result<Vec<u8>> {
+    if raw.contains(&0) {
+        return Err(ImageError::entry(raw, "name contains a NUL byte"));
+    }
+    if raw.len() > limits.path_bytes {
+        return Err(ImageError::limit(format!(
+            "entry name longer than {} bytes ({} bytes: {}...)",
+            limits.path_bytes,
+            raw.len(),
+            lossy(&raw[..64])
+        )));
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                if parts.pop().is_none() {
+                    return Err(ImageError::entry(raw, "path escapes the image root"));
+                }
+            }
+            c => {
+                if c.len() > limits.name_bytes {
+                    return Err(ImageError::limit(format!(
+                        "entry {}: a component is longer than {} bytes",
+                        lossy(&raw[..raw.len().min(64)]),
+                        limits.name_bytes
+                    )));
+                }
+                parts.push(c);
+            }
+        }
+    }
+    if parts.len() > limits.path_depth {
+        return Err(ImageError::limit(format!(
+            "entry {}...: deeper than {} components",
+            lossy(&raw[..raw.len().min(64)]),
+            limits.path_depth
+        )));
+    }
+    Ok(parts.join(&b'/'))
+}
+
+fn io_entry(p: &[u8], what: &str, e: impl std::fmt::Display) -> ImageError {
+    ImageError::entry(p, format!("{what}: {e}"))
+}
+
+const SAFE_CHAR_DEVICES: &[(u64, u64)] = &[(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
+
+fn xattr_allowed(name: &[u8]) -> bool {
+    name.starts_with(b"user.") || name == b"security.capability"
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(root: &'a Root, limits: &'a Limits, stats: &'a mut Stats) -> Self {
+        Applier {
+            root,
+            limits,
+            stats,
+            euid: nix::unistd::geteuid().as_raw(),
+            egid: nix::unistd::getegid().as_raw(),
+            upper: HashSet::new(),
+            dirs: Vec::new(),
+            cache: None,
+            buf: vec![0; 1 << 20],
+        }
+    }
+
+    /// Applies the tar stream `r`, then reads `r` to its end (so a verifying reader below sees
+    /// every byte, including anything after the end-of-archive marker).
+    pub fn apply<R: Read>(mut self, r: R, on_entry: &mut dyn FnMut(&Stats)) -> Result<R> {
+        let mut ar = tar::Archive::new(r);
+        ar.set_ignore_zeros(false);
+        {
+            let entries = ar
+                .entries()
+                .map_err(|e| ImageError::io("reading the tar stream", e))?;
+            for entry in entries {
+                let mut entry = entry.map_err(|e| ImageError::io("reading the tar stream", e))?;
+                self.entry(&mut entry)?;
+                on_entry(self.stats);
+            }
+        }
+        self.finish_dirs()?;
+        let mut r = ar.into_inner();
+        io::copy(&mut r, &mut io::sink())
+            .map_err(|e| ImageError::io("reading the tar stream", e))?;
+        Ok(r)
+    }
+
+    fn mark_upper(&mut self, p: &[u8]) {
+        let mut p = p;
+        loop {
+            if !self.upper.insert(p.to_vec()) {
+                return;
+            }
+            if p.is_empty() {
+                return;
+            }
+            p = split(p).0;
+        }
+    }
+
+    /// The parent directory of an entry, created if missing. The fd of the last parent is kept
+    /// until something that could change path resolution (a symlink, a removal) happens.
+    fn parent(&mut self, dir: &[u8]) -> Result<Rc<OwnedFd>> {
+        if let Some((p, fd)) = &self.cache
+            && p.as_slice() == dir
+        {
+            return Ok(fd.clone());
+        }
+        self.cache = None;
+        let fd = Rc::new(self.root.mkdir_all(dir, 0)?);
+        self.cache = Some((dir.to_vec(), fd.clone()));
+        Ok(fd)
+    }
+
+    fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>) -> Result<()> {
+        use tar::EntryType as T;
+        let et = e.header().entry_type();
+        if matches!(
+            et,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
+            return Ok(());
+        }
+        self.stats.entries += 1;
+        if self.stats.entries > self.limits.entries {
+            return Err(ImageError::limit(format!(
+                "more than {} entries",
+                self.limits.entries
+            )));
+        }
+        let raw = e.path_bytes().into_owned();
+        let p = normalize(&raw, self.limits)?;
+        let h = e.header().clone();
+        let mode = h.mode().map_err(|e| io_entry(&raw, "bad mode", e))? & 0o7777;
+        let uid = h.uid().map_err(|e| io_entry(&raw, "bad uid", e))?;
+        let gid = h.gid().map_err(|e| io_entry(&raw, "bad gid", e))?;
+        let mut mtime = (
+            h.mtime().map_err(|e| io_entry(&raw, "bad mtime", e))? as i64,
+            0,
+        );
+        let mut xattrs = Vec::new();
+        if let Some(pax) = e
+            .pax_extensions()
+            .map_err(|e| io_entry(&raw, "bad PAX header", e))?
+        {
+            for ext in pax {
+                let ext = ext.map_err(|e| io_entry(&raw, "bad PAX header", e))?;
+                let k = ext.key_bytes();
+                if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
+                    if xattr_allowed(name) {
+                        xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+                    } else {
+                        self.stats.skipped_xattrs += 1;
+                    }
+                } else if k == b"mtime"
+                    && let Ok(v) = std::str::from_utf8(ext.value_bytes())
+                {
+                    let (s, frac) = v.split_once('.').unwrap_or((v, ""));
+                    if let Ok(s) = s.parse::<i64>() {
+                        let mut ns = 0i64;
+                        for (i, d) in frac.bytes().take(9).enumerate() {
+                            if d.is_ascii_digit() {
+                                ns += (d - b'0') as i64 * 10i64.pow(8 - i as u32);
+                            }
+                        }
+                        mtime = (s, if s < 0 { 0 } else { ns });
+                    }
+                }
+            }
+        }
+        if xattrs.len() > 128 {
+            return Err(ImageError::limit(format!(
+                "entry {}: more than 128 xattrs",
+                lossy(&raw)
+            )));
+        }
+        let meta = Meta {
+            mode,
+            uid,
+            gid,
+            mtime,
+            xattrs,
+        };
+
+        if p.is_empty() {
+            if et != T::Directory {
+                return Err(ImageError::entry(
+                    &raw,
+                    "the image root can only be a directory",
+                ));
+            }
+            self.dirs.push((p, meta));
+            return Ok(());
+        }
+        let (dir, base) = split(&p);
+        if let Some(name) = base.strip_prefix(b".wh.") {
+            let dir = dir.to_vec();
+            if name == b".wh..opq" {
+                return self.whiteout(&raw, &dir, None);
+            }
+            if name.starts_with(b".wh.") {
+                return Err(ImageError::entry(
+                    &raw,
+                    "unsupported AUFS whiteout metadata",
+                ));
+            }
+            if name.is_empty() || name == b"." || name == b".." {
+                return Err(ImageError::entry(&raw, "invalid whiteout name"));
+            }
+            let name = name.to_vec();
+            return self.whiteout(&raw, &dir, Some(&name));
+        }
+        let (dir, base) = (dir.to_vec(), base.to_vec());
+        match et {
+            T::Regular | T::Continuous => self.file(e, &raw, &p, &dir, &base, &meta)?,
+            T::Directory => {
+                let pfd = self.parent(&dir)?;
+                let pfd = pfd.as_fd();
+                match mkdirat(pfd, base.as_slice(), Mode::from_bits_truncate(0o700)) {
+                    Ok(()) => {}
+                    Err(Errno::EEXIST) => {
+                        let st = lstat_at(pfd, &base).map_err(|e| io_entry(&raw, "stat", e))?;
+                        if !st.as_ref().is_some_and(root::is_dir) {
+                            root::remove_at(pfd, &base)
+                                .map_err(|e| io_entry(&raw, "replacing", e))?;
+                            mkdirat(pfd, base.as_slice(), Mode::from_bits_truncate(0o700))
+                                .map_err(|e| io_entry(&raw, "creating directory", e))?;
+                            self.cache = None;
+                        }
+                    }
+                    Err(err) => return Err(io_entry(&raw, "creating directory", err)),
+                }
+                self.dirs.push((p.clone(), meta));
+            }
+            T::Symlink => {
+                let target = e
+                    .link_name_bytes()
+                    .ok_or_else(|| ImageError::entry(&raw, "symlink without a target"))?
+                    .into_owned();
+                if target.is_empty() || target.len() > 4095 || target.contains(&0) {
+                    return Err(ImageError::entry(&raw, "invalid symlink target"));
+                }
+                let pfd = self.parent(&dir)?;
+                let pfd = pfd.as_fd();
+                replace_and(pfd, &base, &raw, |n| symlinkat(target.as_slice(), pfd, n))?;
+                self.cache = None;
+                self.meta_nofollow(pfd, &base, &raw, &meta)?;
+            }
+            T::Link => {
+                let target = e
+                    .link_name_bytes()
+                    .ok_or_else(|| ImageError::entry(&raw, "hardlink without a target"))?
+                    .into_owned();
+                let t = normalize(&target, self.limits).map_err(|_| {
+                    ImageError::entry(&raw, "hardlink target escapes the image root")
+                })?;
+                if t.is_empty() {
+                    return Err(ImageError::entry(&raw, "hardlink to the image root"));
+                }
+                if t == p {
+                    return Ok(());
+                }
+                let (tdir, tbase) = split(&t);
+                let tpfd = match self.root.resolve_dir(tdir) {
+                    Ok(fd) => fd,
+                    Err(_) => {
+                        return Err(ImageError::entry(
+                            &raw,
+                            format!("hardlink target {} not found in the image", lossy(&t)),
+                        ));
+                    }
+                };
+                match lstat_at(tpfd.as_fd(), tbase) {
+                    Ok(Some(st)) if !root::is_dir(&st) => {}
+                    Ok(Some(_)) => {
+                        return Err(ImageError::entry(&raw, "hardlink to a directory"));
+                    }
+                    _ => {
+                        return Err(ImageError::entry(
+                            &raw,
+                            format!("hardlink target {} not found in the image", lossy(&t)),
+                        ));
+                    }
+                }
+                let pfd = self.parent(&dir)?;
+                let pfd = pfd.as_fd();
+                replace_and(pfd, &base, &raw, |n| {
+                    linkat(tpfd.as_fd(), tbase, pfd, n, AtFlags::empty())
+                })?;
+                // no metadata for hardlinks: they share the target's inode
+            }
+            T::Char | T::Block | T::Fifo => {
+                let major = h.device_major().ok().flatten().unwrap_or(0) as u64;
+                let minor = h.device_minor().ok().flatten().unwrap_or(0) as u64;
+                let kind = match et {
+                    T::Char => SFlag::S_IFCHR,
+                    T::Block => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFIFO,
+                };
+                if kind != SFlag::S_IFIFO
+                    && (self.euid != 0
+                        || kind == SFlag::S_IFBLK
+                        || !SAFE_CHAR_DEVICES.contains(&(major, minor)))
+                {
+                    self.stats.skipped_devices += 1;
+                    return Ok(());
+                }
+                let pfd = self.parent(&dir)?;
+                let pfd = pfd.as_fd();
+                let dev = if kind == SFlag::S_IFIFO {
+                    0
+                } else {
+                    nix::sys::stat::makedev(major, minor)
+                };
+                replace_and(pfd, &base, &raw, |n| {
+                    mknodat(pfd, n, kind, Mode::from_bits_truncate(mode & 0o777), dev)
+                })?;
+                self.meta_nofollow(pfd, &base, &raw, &meta)?;
+            }
+            T::GNUSparse => {
+                return Err(ImageError::entry(&raw, "sparse files are not supported"));
+            }
+            other => {
+                return Err(ImageError::entry(
+                    &raw,
+                    format!("unsupported tar entry type {:?}", other.as_byte() as char),
+                ));
+            }
+        }
+        self.mark_upper(&p);
+        Ok(())
+    }
+
+    fn file<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+        p: &[u8],
+        dir: &[u8],
+        base: &[u8],
+        meta: &Meta,
+    ) -> Result<()> {
+        let size = e.size();
+        let (euid, egid) = (self.euid, self.egid);
+        let pfd = self.parent(dir)?;
+        let pfd = pfd.as_fd();
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+        let cmode = Mode::from_bits_truncate(meta.mode & 0o777 | 0o200);
+        let fd = match openat(pfd, base, flags | OFlag::O_CLOEXEC, cmode) {
+            Ok(fd) => fd,
+            Err(Errno::EEXIST) => {
+                root::remove_at(pfd, base).map_err(|e| io_entry(raw, "replacing", e))?;
+                self.cache = None;
+                openat(pfd, base, flags | OFlag::O_CLOEXEC, cmode)
+                    .map_err(|e| io_entry(raw, "creating", e))?
+            }
+            Err(err) => return Err(io_entry(raw, "creating", err)),
+        };
+        let mut f = File::from(fd);
+        let mut left = size;
+        while left > 0 {
+            let want = self.buf.len().min(left as usize);
+            let n = e
+                .read(&mut self.buf[..want])
+                .map_err(|err| ImageError::io(format!("entry {}: reading", lossy(raw)), err))?;
+            if n == 0 {
+                return Err(ImageError::entry(raw, "truncated file data"));
+            }
+            f.write_all(&self.buf[..n])
+                .map_err(|err| io_entry(raw, "writing", err))?;
+            left -= n as u64;
+        }
+        self.stats.files += 1;
+        self.stats.bytes += size;
+        let chowned = meta.uid != euid as u64 || meta.gid != egid as u64;
+        if chowned {
+            fchown(
+                &f,
+                Some(Uid::from_raw(meta.uid as u32)),
+                Some(Gid::from_raw(meta.gid as u32)),
+            )
+            .map_err(|err| io_entry(raw, "chown", err))?;
+        }
+        // chown clears setuid/setgid, so the mode comes after it
+        if chowned || meta.mode & 0o7000 != 0 || meta.mode & 0o200 == 0 {
+            fchmod(&f, Mode::from_bits_truncate(meta.mode))
+                .map_err(|err| io_entry(raw, "chmod", err))?;
+        }
+        self.set_xattrs(f.as_fd(), &meta.xattrs);
+        let t = TimeSpec::new(meta.mtime.0, meta.mtime.1);
+        futimens(&f, &t, &t).map_err(|err| io_entry(raw, "setting mtime", err))?;
+        let _ = p;
+        Ok(())
+    }
+
+    fn set_xattrs(&mut self, fd: BorrowedFd<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) {
+        for (k, v) in xattrs {
+            let Ok(name) = std::ffi::CString::new(k.clone()) else {
+                self.stats.skipped_xattrs += 1;
+                continue;
+            };
+            // SAFETY: valid fd, NUL-terminated name, value pointer and length from one slice.
+            let r = unsafe {
+                libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), v.as_ptr().cast(), v.len(), 0)
+            };
+            if r != 0 {
+                self.stats.skipped_xattrs += 1;
+            }
+        }
+    }
+
+    fn meta_nofollow(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        base: &[u8],
+        raw: &[u8],
+        meta: &Meta,
+    ) -> Result<()> {
+        if meta.uid != self.euid as u64 || meta.gid != self.egid as u64 {
+            fchownat(
+                pfd,
+                base,
+                Some(Uid::from_raw(meta.uid as u32)),
+                Some(Gid::from_raw(meta.gid as u32)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| io_entry(raw, "chown", e))?;
+        }
+        let t = TimeSpec::new(meta.mtime.0, meta.mtime.1);
+        utimensat(pfd, base, &t, &t, UtimensatFlags::NoFollowSymlink)
+            .map_err(|e| io_entry(raw, "setting mtime", e))?;
+        Ok(())
+    }
+
+    /// Removes lower-layer content: `name` in `dir`, or with `name == None` (opaque) every child
+    /// of `dir`. What this layer itself created (the upper set) is kept, whatever the order.
+    fn whiteout(&mut self, raw: &[u8], dir: &[u8], name: Option<&[u8]>) -> Result<()> {
+        self.cache = None;
+        let dfd = match self.root.resolve_dir(dir) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
+            Err(e) => return Err(io_entry(raw, "resolving whiteout parent", e)),
+        };
+        let res = match name {
+            None => {
+                let fd = self
+                    .root
+                    .open_dir_nofollow(dir)
+                    .map_err(|e| io_entry(raw, "opening", e))?;
+                self.remove_lower(fd.as_fd(), dir)
+            }
+            Some(n) => {
+                let p = join(dir, n);
+                if self.upper.contains(&p) {
+                    match openat(
+                        dfd.as_fd(),
+                        n,
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    ) {
+                        Ok(fd) => self.remove_lower(fd.as_fd(), &p),
+                        Err(_) => Ok(()),
+                    }
+                } else {
+                    root::remove_at(dfd.as_fd(), n)
+                }
+            }
+        };
+        res.map_err(|e| io_entry(raw, "applying whiteout", e))
+    }
+
+    fn remove_lower(&self, dfd: BorrowedFd<'_>, p: &[u8]) -> nix::Result<()> {
+        for n in root::list_dir(dfd)? {
+            let cp = join(p, &n);
+            if self.upper.contains(&cp) {
+                if let Ok(fd) = openat(
+                    dfd,
+                    n.as_slice(),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    self.remove_lower(fd.as_fd(), &cp)?;
+                }
+            } else {
+                root::remove_at(dfd, &n)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Directory metadata, deepest first, once the layer's children are in place.
+    fn finish_dirs(&mut self) -> Result<()> {
+        let dirs = std::mem::take(&mut self.dirs);
+        for (p, meta) in dirs.iter().rev() {
+            let fd = match self.root.open_dir_nofollow(p) {
+                Ok(fd) => fd,
+                // replaced or whited out later in the layer
+                Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => continue,
+                Err(e) => return Err(io_entry(p, "opening directory", e)),
+            };
+            if meta.uid != self.euid as u64 || meta.gid != self.egid as u64 {
+                fchown(
+                    &fd,
+                    Some(Uid::from_raw(meta.uid as u32)),
+                    Some(Gid::from_raw(meta.gid as u32)),
+                )
+                .map_err(|e| io_entry(p, "chown", e))?;
+            }
+            fchmod(&fd, Mode::from_bits_truncate(meta.mode))
+                .map_err(|e| io_entry(p, "chmod", e))?;
+            self.set_xattrs(fd.as_fd(), &meta.xattrs);
+            let t = TimeSpec::new(meta.mtime.0, meta.mtime.1);
+            futimens(&fd, &t, &t).map_err(|e| io_entry(p, "setting mtime", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `create(name)`; if the name exists (not a directory being merged), removes it and
+/// tries once more: the spec's "unlink and recreate".
+fn replace_and(
+    pfd: BorrowedFd<'_>,
+    base: &[u8],
+    raw: &[u8],
+    create: impl Fn(&[u8]) -> nix::Result<()>,
+) -> Result<()> {
+    match create(base) {
+        Ok(()) => Ok(()),
+        Err(Errno::EEXIST) => {
+            root::remove_at(pfd, base).map_err(|e| io_entry(raw, "replacing", e))?;
+            create(base).map_err(|e| io_entry(raw, "creating", e))
+        }
+        Err(e) => Err(io_entry(raw, "creating", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_names() {
+        let l = Limits::default();
+        assert_eq!(normalize(b"./a/b/", &l).unwrap(), b"a/b");
+        assert_eq!(normalize(b"/etc//passwd", &l).unwrap(), b"etc/passwd");
+        assert_eq!(normalize(b"a/../b", &l).unwrap(), b"b");
+        assert_eq!(normalize(b"./", &l).unwrap(), b"");
+        assert!(normalize(b"../x", &l).is_err());
+        assert!(normalize(b"a/../../x", &l).is_err());
+        assert!(normalize(&[b'a'; 5000], &l).is_err());
+        assert!(normalize(&[b'a'; 256], &l).is_err());
+    }
+}

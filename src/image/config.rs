@@ -148,7 +148,7 @@ pub fn apply_to_spec(
     // -E/--setenv overrides both
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
     let key = |e: &str| e.split_once('=').map_or(e, |(n, _)| n).to_string();
-    let mut put = |env: &mut Vec<String>, e: &String| {
+    let put = |env: &mut Vec<String>, e: &String| {
         let k = key(e);
         match env.iter_mut().find(|x| key(x) == k) {
             Some(x) => *x = e.clone(),

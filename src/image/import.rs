@@ -219,6 +219,18 @@ pub fn import_oci(store: &Store, arg: &str, name: &str, o: &Options) -> Result<S
         if r.is_err() {
             progress.finish();
         }
+        // a stream error may come from a corrupt blob before its digest could be checked:
+        // check the blob whole, so the error names the real cause
+        let r = r.map_err(|e| match e {
+            ImageError::BlobDigest { .. } | ImageError::BlobSize { .. } => e,
+            e => match layout.open_blob(&l.digest, l.size).and_then(|mut b| {
+                std::io::copy(&mut b, &mut std::io::sink())
+                    .map_err(|e| ImageError::io("reading", e))
+            }) {
+                Err(be @ (ImageError::BlobDigest { .. } | ImageError::BlobSize { .. })) => be,
+                _ => e,
+            },
+        });
         r.map_err(|e| match e {
             e @ (ImageError::BlobDigest { .. }
             | ImageError::BlobSize { .. }

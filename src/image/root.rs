@@ -35,6 +35,21 @@ pub fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Lexically resolves `.` and `..` with `..` stopping at the root, as RESOLVE_IN_ROOT does.
+pub fn clamp(p: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in p.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join(&b'/')
+}
+
 pub fn lossy(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
@@ -190,6 +205,9 @@ impl Root {
         match self.resolve_dir(p) {
             Ok(fd) => return Ok(fd),
             Err(Errno::ENOENT) if !p.is_empty() && depth < 4096 => {}
+            Err(Errno::ENOENT) if !p.is_empty() => {
+                return Err(ImageError::entry(p, "too many levels of symbolic links"));
+            }
             Err(Errno::ENOTDIR) => {
                 return Err(ImageError::entry(p, "a parent is not a directory"));
             }
@@ -203,10 +221,26 @@ impl Root {
         }
         match self.resolve_dir(p) {
             Ok(fd) => Ok(fd),
-            Err(Errno::ENOENT) => Err(ImageError::entry(
-                p,
-                "a parent is a symlink to a missing directory",
-            )),
+            Err(Errno::ENOENT) => {
+                // a symlink to a directory that does not exist yet: create the target, resolved
+                // as the kernel resolves it here (inside the root), then try again
+                let target = nix::fcntl::readlinkat(pfd.as_fd(), base)
+                    .map_err(|_| ImageError::entry(p, "a parent is missing"))?;
+                let t = target.as_encoded_bytes();
+                let joined = if t.starts_with(b"/") {
+                    t.to_vec()
+                } else {
+                    join(parent, t)
+                };
+                let clamped = clamp(&joined);
+                // each symlink hop counts 100 (components count 1): about 30 hops at most
+                if depth > 3000 {
+                    return Err(ImageError::entry(p, "too many levels of symbolic links"));
+                }
+                self.mkdir_all(&clamped, depth + 100)?;
+                self.resolve_dir(p)
+                    .map_err(|e| ImageError::entry(p, format!("resolving: {e}")))
+            }
             Err(Errno::ENOTDIR) => Err(ImageError::entry(p, "a parent is not a directory")),
             Err(e) => Err(ImageError::entry(p, format!("resolving: {e}"))),
         }

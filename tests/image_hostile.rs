@@ -2,6 +2,8 @@
 //! the input is legal but aims outside, where the content landed), that nothing outside the
 //! store changed, and that no image or temporary tree was left behind.
 
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod image_common;
 use image_common::*;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};

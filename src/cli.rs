@@ -1,7 +1,8 @@
 //! The command line. Options mean what the systemd-nspawn option of the same name means;
 //! where berth differs (safer defaults), the help text says so.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::spec::ext::ConsoleMode;
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -90,19 +91,6 @@ pub struct RemoveArgs {
     /// The images to remove.
     #[arg(required = true, value_name = "NAME")]
     pub names: Vec<String>,
-}
-
-/// How the container's standard streams and /dev/console are wired (nspawn's --console).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ConsoleMode {
-    /// A pty of the container's own, relayed to berth's terminal both ways.
-    Interactive,
-    /// A pty of the container's own; its output is relayed, input is not.
-    ReadOnly,
-    /// A pty of the container's own, not connected to berth's streams.
-    Passive,
-    /// berth's stdin, stdout and stderr are handed to the payload as they are.
-    Pipe,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ mod container;
 mod exit;
 mod image;
 mod spec;
+mod sys;
 
 use anyhow::Context;
 use clap::Parser;

@@ -1,8 +1,340 @@
-//! The launcher: executes a runtime spec.
+//! The launcher: executes a runtime spec. This file is the supervisor (berth's own process);
+//! [`child`] is the container's PID 1 until it becomes the payload.
+//!
+//! Process model (as crun's, no re-exec of berth): one clone3 creates the container's init in
+//! all its namespaces at once and hands back a pidfd. The supervisor places it (cgroup,
+//! machined), tells it to go on, relays its console and signals, and reports its exit status.
 
-use anyhow::Result;
-use oci_spec::runtime::Spec;
+mod caps;
+mod child;
+mod console;
+mod error;
+mod exec;
+mod mount;
+mod msg;
+mod seccomp;
+mod stub;
 
-pub fn run(_spec: &Spec) -> Result<u8> {
-    Ok(0)
+use crate::exit::{self, Coded};
+use crate::spec::ext::{Berth, ConsoleMode};
+use crate::sys::{self, Forked};
+use msg::{ToChild, ToParent};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Spec(#[from] crate::spec::ext::ExtError),
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        source: nix::errno::Errno,
+    },
+}
+
+fn sys_err(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> LaunchError {
+    move |source| LaunchError::Sys { what, source }
+}
+
+fn clone_flags(spec: &Spec) -> u64 {
+    let mut flags = 0u64;
+    for ns in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        flags |= match ns.typ() {
+            LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+            LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+            LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+            LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+            LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+            // The cgroup namespace is created by the child once it sits in its own cgroup,
+            // so that cgroup becomes the root it sees.
+            _ => 0,
+        } as u64;
+    }
+    flags
+}
+
+/// Runs the container to completion and returns the exit status berth should report.
+pub fn run(spec: &Spec) -> anyhow::Result<u8> {
+    let ext = Berth::from_spec(spec)?;
+    let (parent_chan, child_chan) = msg::pair().map_err(sys_err("creating the control socket"))?;
+
+    // Signals are taken through a signalfd; block them before clone so none is lost.
+    let mut handled = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGWINCH,
+    ] {
+        handled.add(s);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled), None)
+        .map_err(sys_err("blocking signals"))?;
+    let sigfd = SignalFd::with_flags(&handled, SfdFlags::SFD_CLOEXEC)
+        .map_err(sys_err("creating a signalfd"))?;
+
+    // SAFETY: berth is single-threaded here, as clone3 without CLONE_VM requires.
+    let (pid, pidfd) = match unsafe { sys::clone3(clone_flags(spec), None) }
+        .map_err(sys_err("creating the container"))?
+    {
+        Forked::Child => {
+            drop(parent_chan);
+            drop(sigfd);
+            child::run(spec, &ext, child_chan)
+        }
+        Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(child_chan);
+    let mut container = Running {
+        pid,
+        pidfd: Some(pidfd),
+    };
+
+    // Placement: the systemd integration (cgroup, machined registration) goes here, after the
+    // container exists and before it may exec.
+
+    // If the child already failed, sending fails too; its Failed message is still queued.
+    let _ = parent_chan.send(&ToChild::Go, None);
+    let mut master: Option<OwnedFd> = None;
+    loop {
+        match parent_chan.recv::<ToParent>() {
+            Ok(Some((ToParent::PtyMaster, fd))) => master = fd,
+            Ok(Some((ToParent::Failed { code, msg }, _))) => {
+                container.reap();
+                return Err(Coded { code, msg }.into());
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(LaunchError::Sys {
+                    what: "talking to the container",
+                    source: e,
+                }
+                .into());
+            }
+        }
+    }
+    drop(parent_chan);
+    let _ = container.pid;
+    // What setup allocated is not needed while the container runs.
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
+
+    let status = supervise(&mut container, &ext, master, &sigfd)?;
+    Ok(status)
+}
+
+struct Running {
+    pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Running {
+    fn signal(&self, sig: i32) {
+        if let Some(fd) = &self.pidfd {
+            let _ = sys::pidfd_send_signal(fd.as_fd(), sig);
+        }
+    }
+
+    /// Waits for the container's init and returns its status as a shell would show it.
+    fn reap(&mut self) -> u8 {
+        let Some(fd) = self.pidfd.take() else {
+            return exit::FAILURE;
+        };
+        loop {
+            // SAFETY: siginfo_t is plain data filled by the kernel.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: waitid on our own pidfd (P_PIDFD = 3).
+            let r =
+                unsafe { libc::waitid(3, fd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
+            if r == 0 {
+                // SAFETY: for CLD_* codes the status field is valid.
+                let status = unsafe { info.si_status() };
+                return if info.si_code == libc::CLD_EXITED {
+                    status as u8
+                } else {
+                    (128 + status) as u8
+                };
+            }
+            if nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+                return exit::FAILURE;
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    /// Whatever path leaves `run`, the container does not outlive it.
+    fn drop(&mut self) {
+        if self.pidfd.is_some() {
+            self.signal(libc::SIGKILL);
+            self.reap();
+        }
+    }
+}
+
+fn stdin() -> BorrowedFd<'static> {
+    // SAFETY: fd 0 stays open for the life of the process.
+    unsafe { BorrowedFd::borrow_raw(0) }
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> bool {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// The supervisor's loop: console relay, signals, and the container's end.
+fn supervise(
+    c: &mut Running,
+    ext: &Berth,
+    master: Option<OwnedFd>,
+    sigfd: &SignalFd,
+) -> anyhow::Result<u8> {
+    let stdout = std::io::stdout();
+    let interactive = ext.console == ConsoleMode::Interactive && master.is_some();
+    let relay_out = matches!(
+        ext.console,
+        ConsoleMode::Interactive | ConsoleMode::ReadOnly
+    ) && master.is_some();
+    let _raw = if interactive && console::is_tty(stdin()) {
+        if let Some(m) = &master {
+            console::copy_winsize(stdin(), m.as_fd());
+        }
+        console::RawMode::enter(stdin())
+    } else {
+        None
+    };
+    if interactive && !ext.quiet {
+        let _ = write!(
+            std::io::stderr(),
+            "Spawning container {}. Send SIGTERM to berth to stop it.\r\n",
+            ext.machine
+        );
+    }
+    let mut read_stdin = interactive;
+    let mut read_master = relay_out;
+    let mut kill_sent = false;
+    let mut buf = vec![0u8; 16 * 1024];
+    let pidfd = c.pidfd.as_ref().expect("running").as_raw_fd();
+    loop {
+        // SAFETY: the fds outlive this iteration.
+        let (pfd, sfd) = unsafe {
+            (
+                BorrowedFd::borrow_raw(pidfd),
+                BorrowedFd::borrow_raw(sigfd.as_raw_fd()),
+            )
+        };
+        let mut fds = vec![
+            PollFd::new(pfd, PollFlags::POLLIN),
+            PollFd::new(sfd, PollFlags::POLLIN),
+        ];
+        if read_stdin {
+            fds.push(PollFd::new(stdin(), PollFlags::POLLIN));
+        }
+        let master_idx = fds.len();
+        if read_master {
+            fds.push(PollFd::new(
+                master.as_ref().expect("relay").as_fd(),
+                PollFlags::POLLIN,
+            ));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                return Err(LaunchError::Sys {
+                    what: "waiting for the container",
+                    source: e,
+                }
+                .into());
+            }
+            Ok(_) => {}
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (pid_ready, sig_ready, in_ready, m_ready) = (
+            ready(0),
+            ready(1),
+            read_stdin && ready(2),
+            read_master && ready(master_idx),
+        );
+        drop(fds);
+        if m_ready {
+            match nix::unistd::read(master.as_ref().expect("relay"), &mut buf) {
+                Ok(n) if n > 0 => {
+                    let mut out = stdout.lock();
+                    let _ = out.write_all(&buf[..n]).and_then(|_| out.flush());
+                }
+                Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                _ => read_master = false,
+            }
+        }
+        if in_ready {
+            match nix::unistd::read(stdin(), &mut buf) {
+                Ok(n) if n > 0 => {
+                    if !write_all(master.as_ref().expect("relay").as_fd(), &buf[..n]) {
+                        read_stdin = false;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                _ => read_stdin = false,
+            }
+        }
+        if sig_ready && let Ok(Some(info)) = sigfd.read_signal() {
+            let sig = info.ssi_signo as i32;
+            if sig == libc::SIGWINCH {
+                if let Some(m) = &master {
+                    console::copy_winsize(stdin(), m.as_fd());
+                }
+            } else if let (Some(k), false) = (ext.kill_signal, kill_sent) {
+                // nspawn: the first request asks PID 1 to shut down, a second one kills.
+                c.signal(k);
+                kill_sent = true;
+            } else {
+                c.signal(libc::SIGKILL);
+            }
+        }
+        if pid_ready {
+            let status = c.reap();
+            if relay_out {
+                drain(master.as_ref().expect("relay").as_fd(), &mut buf);
+            }
+            return Ok(status);
+        }
+    }
+}
+
+/// After the container ended: what it wrote last is still in the pty buffer.
+fn drain(master: BorrowedFd<'_>, buf: &mut [u8]) {
+    let _ = nix::fcntl::fcntl(
+        master,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    while let Ok(n) = nix::unistd::read(master, buf) {
+        if n == 0 {
+            break;
+        }
+        let _ = out.write_all(&buf[..n]);
+    }
+    let _ = out.flush();
 }

@@ -1,0 +1,46 @@
+# berth's task runner. The two commands a fresh Debian/Ubuntu machine needs:
+#   make demo   build berth and the busybox image, run a container that shows its isolated view
+#   make test   every test (needs root, as CI runs it)
+
+PREFIX  ?= /usr/local
+BUILD   ?= build
+BERTH   := target/release/berth
+IMAGE   := $(BUILD)/images/busybox
+CARGO   ?= cargo
+
+.PHONY: all deps build image demo test check bench install clean
+
+all: build
+
+deps:
+	.ci/install-deps
+
+build: deps
+	$(CARGO) build --release
+
+image: deps
+	images/busybox/build $(IMAGE)
+
+demo: build image
+	$(BERTH) run -D $(IMAGE) -M demo --pipe /bin/sh -c '\
+	    echo "I am PID $$$$ on host $$(hostname), uid $$(id -u)"; \
+	    echo "--- processes I can see:"; ps -o pid,user,args; \
+	    echo "--- my capabilities:"; grep Cap /proc/self/status; \
+	    echo "--- my mounts:"; cat /proc/self/mounts; \
+	    echo "--- /dev:"; ls /dev'
+
+check: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: check
+	$(CARGO) test --release
+
+bench: build image
+	tests/bench/start $(BERTH) $(IMAGE)
+
+install: build
+	install -Dm755 $(BERTH) $(DESTDIR)$(PREFIX)/bin/berth
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,64 @@
+//! `--as-pid2`: a minimal init as PID 1 that reaps orphans, forwards signals to the payload
+//! and exits with the payload's status, for payloads that were not written to be PID 1.
+
+use super::error::{Ctx, SetupError};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+
+/// Returns in the payload (PID 2); PID 1 stays here as the stub for the container's life.
+pub fn fork_payload() -> Result<(), SetupError> {
+    let all = SigSet::all();
+    let mut old = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old)).ctx("blocking signals")?;
+    // SAFETY: we are single-threaded.
+    match unsafe { fork() }.ctx("forking the payload")? {
+        ForkResult::Child => {
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)
+                .ctx("restoring the signal mask")?;
+            Ok(())
+        }
+        ForkResult::Parent { child } => supervise(child),
+    }
+}
+
+fn supervise(payload: Pid) -> ! {
+    // The stub is berth's own code: make /proc/1/exe (the berth binary) and its memory
+    // unreachable for the payload, which runs as the same uid.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+    // Only the payload needs 0-2; the stub keeps no host file open.
+    // SAFETY: closing our own descriptors; nothing else uses them in this process.
+    unsafe { libc::syscall(libc::SYS_close_range, 0, libc::c_uint::MAX, 0) };
+    let all = SigSet::all();
+    loop {
+        // sigwaitinfo, not nix's sigwait: real-time signals (SIGRTMIN+3 for a payload's
+        // systemd) must be forwarded too, and nix's Signal cannot name them.
+        // SAFETY: siginfo_t is plain data filled by the kernel.
+        let sig = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::sigwaitinfo(all.as_ref(), &mut info)
+        };
+        if sig < 0 {
+            continue;
+        }
+        if sig == libc::SIGCHLD {
+            loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) if pid == payload => exit(code),
+                    Ok(WaitStatus::Signaled(pid, s, _)) if pid == payload => exit(128 + s as i32),
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+        } else {
+            // SAFETY: kill with a pid we forked and a signal number the kernel gave us.
+            unsafe { libc::kill(payload.as_raw(), sig) };
+        }
+    }
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit ends the stub; no destructors of the supervisor's state should run.
+    unsafe { libc::_exit(code) }
+}

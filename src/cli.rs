@@ -104,7 +104,8 @@ Exit status: the container's own status (128+N if it was killed by signal N); 12
 failed, 126 if the command cannot be executed, 127 if it does not exist."
 )]
 pub struct RunArgs {
-    /// Directory to use as the container's root file system.
+    /// Directory to use as the container's root file system. Without it, -M NAME runs the
+    /// image NAME from the store (as nspawn looks up /var/lib/machines/NAME).
     #[arg(short = 'D', long = "directory", value_name = "DIR")]
     pub directory: Option<PathBuf>,
 
@@ -143,6 +144,11 @@ pub struct RunArgs {
     /// Mount the root file system read-only.
     #[arg(long = "read-only")]
     pub read_only: bool,
+
+    /// Run on a throwaway overlay (a tmpfs upper layer over the tree), so nothing the
+    /// container writes persists.
+    #[arg(short = 'x', long)]
+    pub ephemeral: bool,
 
     /// Add capabilities to the default set (comma-separated, or "all").
     #[arg(long, value_name = "CAP[,CAP...]")]

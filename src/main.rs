@@ -28,8 +28,20 @@ fn main() -> ExitCode {
 
 fn run(cli: cli::Cli) -> anyhow::Result<u8> {
     match cli.command {
-        cli::Command::Run(args) => {
-            let spec = spec::from_run_args(&args)?;
+        cli::Command::Run(mut args) => {
+            // -M NAME without -D: the image NAME from the store
+            let image = match (&args.directory, &args.machine) {
+                (None, Some(name)) => {
+                    let img = image::run::lookup(&cli.store, name)?;
+                    args.directory = Some(img.dir.clone());
+                    Some(img)
+                }
+                _ => None,
+            };
+            let mut spec = spec::from_run_args(&args)?;
+            if let Some(img) = &image {
+                image::run::apply(img, &mut spec, &args)?;
+            }
             Ok(container::run(&spec)?)
         }
         cli::Command::ImportTar(a) => {

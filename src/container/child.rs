@@ -58,6 +58,9 @@ fn setup_and_exec(spec: &Spec, ext: &Berth, chan: &Channel) -> Result<Never, Fai
         .ok_or_else(|| SetupError::msg("spec has no root"))?
         .path()
         .clone();
+    if ext.ephemeral {
+        super::ephemeral::overlay_root(&root)?;
+    }
     let captured = mount::prepare(spec, &root)?;
     mount::pivot(&root)?;
     mount::mount_all(spec, captured, &ext.uuid)?;

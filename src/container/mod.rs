@@ -8,6 +8,7 @@
 mod caps;
 mod child;
 mod console;
+mod ephemeral;
 mod error;
 mod exec;
 mod mount;

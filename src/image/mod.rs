@@ -11,8 +11,6 @@
 //! - [`store`]: the store (atomic imports, metadata beside the trees, read-only, removal);
 //! - [`config`]: an OCI image config becomes the container's defaults.
 
-// used by `berth run -M` once the launcher lands on main
-#[allow(dead_code)]
 pub mod config;
 pub mod decompress;
 pub mod digest;
@@ -22,6 +20,7 @@ pub mod oci;
 pub mod pipe;
 pub mod progress;
 pub mod root;
+pub mod run;
 pub mod store;
 
 use std::io;

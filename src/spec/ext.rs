@@ -42,6 +42,8 @@ pub struct Berth {
     /// No command was given: process.args[0] is the preferred shell, run as a login shell.
     pub login_shell: bool,
     pub quiet: bool,
+    /// The root is an overlay with a tmpfs upper layer over the tree (-x/--ephemeral).
+    pub ephemeral: bool,
 }
 
 const PREFIX: &str = "org.berth.";
@@ -67,6 +69,7 @@ impl Berth {
             ("as-pid2", self.as_pid2),
             ("login-shell", self.login_shell),
             ("quiet", self.quiet),
+            ("ephemeral", self.ephemeral),
         ] {
             if v {
                 put(k, "1".into());
@@ -95,6 +98,7 @@ impl Berth {
             as_pid2: flag("as-pid2"),
             login_shell: flag("login-shell"),
             quiet: flag("quiet"),
+            ephemeral: flag("ephemeral"),
         })
     }
 }
@@ -113,6 +117,7 @@ mod tests {
             as_pid2: true,
             login_shell: false,
             quiet: true,
+            ephemeral: true,
         };
         let mut ann = HashMap::new();
         b.store(&mut ann);

@@ -274,6 +274,7 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         as_pid2: args.as_pid2,
         login_shell,
         quiet: args.quiet,
+        ephemeral: args.ephemeral,
     };
     let mut annotations = HashMap::new();
     ext.store(&mut annotations);

@@ -54,6 +54,12 @@ pub struct ImportCommon {
     /// Print no progress bar and no summary line.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+
+    /// Flush the file system (syncfs) before the image is published, as machinectl's
+    /// --sync does (default yes).
+    #[arg(long, value_name = "BOOL", default_value = "yes", value_parser = parse_bool,
+          action = clap::ArgAction::Set)]
+    pub sync: bool,
 }
 
 #[derive(Debug, Args)]

@@ -89,6 +89,7 @@ fn import_options(c: &cli::ImportCommon) -> image::import::Options {
         read_only: c.read_only,
         limits: image::Limits::from_env(),
         progress: !c.quiet,
+        sync: c.sync,
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Options {
     pub read_only: bool,
     pub limits: Limits,
     pub progress: bool,
+    /// syncfs before publishing.
+    pub sync: bool,
 }
 
 #[derive(Debug)]
@@ -162,7 +164,7 @@ pub fn import_tar(store: &Store, input: &str, name: &str, o: &Options) -> Result
         input_digest,
         ..Default::default()
     };
-    pending.commit(meta, o.force)?;
+    pending.commit(meta, o.force, o.sync)?;
     Ok(Summary {
         name: name.to_string(),
         layers: 1,
@@ -259,7 +261,7 @@ pub fn import_oci(store: &Store, arg: &str, name: &str, o: &Options) -> Result<S
         config: Some(image.config_json.clone()),
         input_digest: None,
     };
-    pending.commit(meta, o.force)?;
+    pending.commit(meta, o.force, o.sync)?;
     Ok(Summary {
         name: name.to_string(),
         layers: n,

@@ -132,13 +132,41 @@ impl<'a> Applier<'a> {
         let mut ar = tar::Archive::new(r);
         ar.set_ignore_zeros(false);
         {
+            // raw mode: PAX and GNU long-name records are parsed here, by our own parser (the
+            // tar crate splits PAX records at newlines, which values such as ACLs contain)
             let entries = ar
                 .entries()
-                .map_err(|e| ImageError::io("reading the tar stream", e))?;
+                .map_err(|e| ImageError::io("reading the tar stream", e))?
+                .raw(true);
+            let mut ext = Ext::default();
             for entry in entries {
                 let mut entry = entry.map_err(|e| ImageError::io("reading the tar stream", e))?;
-                self.entry(&mut entry)?;
-                on_entry(self.stats);
+                use tar::EntryType as T;
+                match entry.header().entry_type() {
+                    T::XHeader => {
+                        if ext.pax.is_some() {
+                            return Err(ImageError::invalid("two PAX headers for one tar entry"));
+                        }
+                        let d = read_meta(&mut entry, 1 << 20, "PAX header")?;
+                        ext.pax = Some(parse_pax(&d)?);
+                    }
+                    T::XGlobalHeader => {
+                        read_meta(&mut entry, 1 << 20, "PAX global header")?;
+                    }
+                    T::GNULongName => {
+                        ext.long_name =
+                            Some(strip_nul(read_meta(&mut entry, 64 << 10, "GNU long name")?));
+                    }
+                    T::GNULongLink => {
+                        ext.long_link =
+                            Some(strip_nul(read_meta(&mut entry, 64 << 10, "GNU long link")?));
+                    }
+                    _ => {
+                        let x = std::mem::take(&mut ext);
+                        self.entry(&mut entry, x)?;
+                        on_entry(self.stats);
+                    }
+                }
             }
         }
         self.finish_dirs()?;
@@ -175,15 +203,9 @@ impl<'a> Applier<'a> {
         Ok(fd)
     }
 
-    fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>) -> Result<()> {
+    fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>, ext: Ext) -> Result<()> {
         use tar::EntryType as T;
         let et = e.header().entry_type();
-        if matches!(
-            et,
-            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
-        ) {
-            return Ok(());
-        }
         self.stats.entries += 1;
         if self.stats.entries > self.limits.entries {
             return Err(ImageError::limit(format!(
@@ -191,43 +213,69 @@ impl<'a> Applier<'a> {
                 self.limits.entries
             )));
         }
-        let raw = e.path_bytes().into_owned();
-        let p = normalize(&raw, self.limits)?;
         let h = e.header().clone();
+        let pax = ext.pax.unwrap_or_default();
+        let pax_get = |k: &[u8]| pax.iter().rev().find(|(pk, _)| pk == k).map(|(_, v)| v);
+        // PAX wins over GNU long names, which win over the header (as GNU tar reads them)
+        let raw = match (pax_get(b"path"), &ext.long_name) {
+            (Some(p), _) => p.clone(),
+            (None, Some(l)) => l.clone(),
+            (None, None) => h.path_bytes().into_owned(),
+        };
+        let link: Option<Vec<u8>> = match (pax_get(b"linkpath"), &ext.long_link) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(l)) => Some(l.clone()),
+            (None, None) => h.link_name_bytes().map(|c| c.into_owned()),
+        };
+        let p = normalize(&raw, self.limits)?;
+        if let Some(sz) = pax_get(b"size")
+            && std::str::from_utf8(sz)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                != Some(e.size())
+        {
+            return Err(ImageError::entry(
+                &raw,
+                "a PAX size record differing from the header's size is not supported",
+            ));
+        }
+        let num = |k: &[u8]| -> Option<u64> { std::str::from_utf8(pax_get(k)?).ok()?.parse().ok() };
         let mode = h.mode().map_err(|e| io_entry(&raw, "bad mode", e))? & 0o7777;
-        let uid = h.uid().map_err(|e| io_entry(&raw, "bad uid", e))?;
-        let gid = h.gid().map_err(|e| io_entry(&raw, "bad gid", e))?;
+        let uid = match num(b"uid") {
+            Some(u) => u,
+            None => h.uid().map_err(|e| io_entry(&raw, "bad uid", e))?,
+        };
+        let gid = match num(b"gid") {
+            Some(g) => g,
+            None => h.gid().map_err(|e| io_entry(&raw, "bad gid", e))?,
+        };
+        if uid > u32::MAX as u64 - 1 || gid > u32::MAX as u64 - 1 {
+            return Err(ImageError::entry(&raw, "uid or gid out of range"));
+        }
         let mut mtime = (
             h.mtime().map_err(|e| io_entry(&raw, "bad mtime", e))? as i64,
             0,
         );
         let mut xattrs = Vec::new();
-        if let Some(pax) = e
-            .pax_extensions()
-            .map_err(|e| io_entry(&raw, "bad PAX header", e))?
-        {
-            for ext in pax {
-                let ext = ext.map_err(|e| io_entry(&raw, "bad PAX header", e))?;
-                let k = ext.key_bytes();
-                if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
-                    if xattr_allowed(name) {
-                        xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
-                    } else {
-                        self.stats.skipped_xattrs += 1;
-                    }
-                } else if k == b"mtime"
-                    && let Ok(v) = std::str::from_utf8(ext.value_bytes())
-                {
-                    let (s, frac) = v.split_once('.').unwrap_or((v, ""));
-                    if let Ok(s) = s.parse::<i64>() {
-                        let mut ns = 0i64;
-                        for (i, d) in frac.bytes().take(9).enumerate() {
-                            if d.is_ascii_digit() {
-                                ns += (d - b'0') as i64 * 10i64.pow(8 - i as u32);
-                            }
+        for (k, v) in &pax {
+            if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
+                if xattr_allowed(name) {
+                    xattrs.push((name.to_vec(), v.clone()));
+                } else {
+                    self.stats.skipped_xattrs += 1;
+                }
+            } else if k == b"mtime"
+                && let Ok(v) = std::str::from_utf8(v)
+            {
+                let (s, frac) = v.split_once('.').unwrap_or((v, ""));
+                if let Ok(s) = s.parse::<i64>() {
+                    let mut ns = 0i64;
+                    for (i, d) in frac.bytes().take(9).enumerate() {
+                        if d.is_ascii_digit() {
+                            ns += (d - b'0') as i64 * 10i64.pow(8 - i as u32);
                         }
-                        mtime = (s, if s < 0 { 0 } else { ns });
                     }
+                    mtime = (s, if s < 0 { 0 } else { ns });
                 }
             }
         }
@@ -296,10 +344,9 @@ impl<'a> Applier<'a> {
                 self.dirs.push((p.clone(), meta));
             }
             T::Symlink => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or_else(|| ImageError::entry(&raw, "symlink without a target"))?
-                    .into_owned();
+                let target = link
+                    .clone()
+                    .ok_or_else(|| ImageError::entry(&raw, "symlink without a target"))?;
                 if target.is_empty() || target.len() > 4095 || target.contains(&0) {
                     return Err(ImageError::entry(&raw, "invalid symlink target"));
                 }
@@ -310,10 +357,9 @@ impl<'a> Applier<'a> {
                 self.meta_nofollow(pfd, &base, &raw, &meta)?;
             }
             T::Link => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or_else(|| ImageError::entry(&raw, "hardlink without a target"))?
-                    .into_owned();
+                let target = link
+                    .clone()
+                    .ok_or_else(|| ImageError::entry(&raw, "hardlink without a target"))?;
                 let t = normalize(&target, self.limits).map_err(|_| {
                     ImageError::entry(&raw, "hardlink target escapes the image root")
                 })?;
@@ -579,6 +625,56 @@ impl<'a> Applier<'a> {
     }
 }
 
+/// PAX records and GNU long names that apply to the next entry.
+#[derive(Default)]
+struct Ext {
+    pax: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+}
+
+fn read_meta<R: Read>(e: &mut tar::Entry<'_, R>, max: u64, what: &str) -> Result<Vec<u8>> {
+    if e.size() > max {
+        return Err(ImageError::limit(format!(
+            "{what} of {} bytes (more than {max})",
+            e.size()
+        )));
+    }
+    let mut v = Vec::with_capacity(e.size() as usize);
+    e.read_to_end(&mut v)
+        .map_err(|err| ImageError::io(format!("reading a {what}"), err))?;
+    Ok(v)
+}
+
+fn strip_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+/// PAX extended header records: "LEN KEY=VALUE\n", LEN counting the whole record. Values
+/// may contain newlines; the length is what delimits a record.
+pub fn parse_pax(mut d: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let bad = || ImageError::invalid("malformed PAX header");
+    let mut out = Vec::new();
+    while !d.is_empty() {
+        let sp = d.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+        let len: usize = std::str::from_utf8(&d[..sp])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)?;
+        if len <= sp + 1 || len > d.len() || d[len - 1] != b'\n' {
+            return Err(bad());
+        }
+        let rec = &d[sp + 1..len - 1];
+        let eq = rec.iter().position(|&b| b == b'=').ok_or_else(bad)?;
+        out.push((rec[..eq].to_vec(), rec[eq + 1..].to_vec()));
+        d = &d[len..];
+    }
+    Ok(out)
+}
+
 /// Runs `create(name)`; if the name exists (not a directory being merged), removes it and
 /// tries once more: the spec's "unlink and recreate".
 fn replace_and(
@@ -600,6 +696,24 @@ fn replace_and(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pax_records_with_newlines() {
+        // a value with newlines (ACLs): the length delimits records, so a "path=" hidden in
+        // a value is not a record
+        let rec1 = b"35 SCHILY.acl.access=a\n12 path=ev\n\n";
+        let rec2 = b"12 path=abc\n";
+        let mut d = rec1.to_vec();
+        d.extend_from_slice(rec2);
+        let r = parse_pax(&d).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            r[0],
+            (b"SCHILY.acl.access".to_vec(), b"a\n12 path=ev\n".to_vec())
+        );
+        assert_eq!(r[1], (b"path".to_vec(), b"abc".to_vec()));
+        assert!(parse_pax(b"99 path=x\n").is_err());
+    }
 
     #[test]
     fn normalize_names() {

@@ -442,11 +442,13 @@ impl Pending<'_> {
 
     /// Publishes the tree under its name (atomically), then its metadata; with `force` an
     /// existing image of that name is replaced.
-    pub fn commit(mut self, mut meta: Metadata, force: bool) -> Result<()> {
+    pub fn commit(mut self, mut meta: Metadata, force: bool, sync: bool) -> Result<()> {
         let s = self.store;
         // make the data durable before it becomes visible
-        // SAFETY: syncfs on a valid fd.
-        unsafe { libc::syncfs(self.root().fd().as_raw_fd()) };
+        if sync {
+            // SAFETY: syncfs on a valid fd.
+            unsafe { libc::syncfs(self.root().fd().as_raw_fd()) };
+        }
         let r = renameat2(
             s.fd.as_fd(),
             self.tmp.as_str(),

@@ -35,6 +35,7 @@ pub struct Stats {
     pub skipped_xattrs: u64,
 }
 
+#[derive(Clone)]
 struct Meta {
     mode: u32,
     uid: u64,
@@ -53,6 +54,7 @@ pub struct Applier<'a> {
     dirs: Vec<(Vec<u8>, Meta)>,
     cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
     buf: Vec<u8>,
+    writer: Option<Writer>,
 }
 
 /// Normalizes an entry name: leading `/` and `./` dropped (as GNU tar does), empty and `.`
@@ -123,6 +125,7 @@ impl<'a> Applier<'a> {
             dirs: Vec::new(),
             cache: None,
             buf: vec![0; 1 << 20],
+            writer: None,
         }
     }
 
@@ -131,6 +134,24 @@ impl<'a> Applier<'a> {
     pub fn apply<R: Read>(mut self, r: R, on_entry: &mut dyn FnMut(&Stats)) -> Result<R> {
         let mut ar = tar::Archive::new(r);
         ar.set_ignore_zeros(false);
+        self.writer = Some(spawn_writer(self.euid, self.egid));
+        let res = self.entries(&mut ar, on_entry);
+        // the writer's error (if any) explains a failure better than "thread stopped"
+        let joined = self.join_writer();
+        res?;
+        joined?;
+        self.finish_dirs()?;
+        let mut r = ar.into_inner();
+        io::copy(&mut r, &mut io::sink())
+            .map_err(|e| ImageError::io("reading the tar stream", e))?;
+        Ok(r)
+    }
+
+    fn entries<R: Read>(
+        &mut self,
+        ar: &mut tar::Archive<R>,
+        on_entry: &mut dyn FnMut(&Stats),
+    ) -> Result<()> {
         {
             // raw mode: PAX and GNU long-name records are parsed here, by our own parser (the
             // tar crate splits PAX records at newlines, which values such as ACLs contain)
@@ -169,11 +190,7 @@ impl<'a> Applier<'a> {
                 }
             }
         }
-        self.finish_dirs()?;
-        let mut r = ar.into_inner();
-        io::copy(&mut r, &mut io::sink())
-            .map_err(|e| ImageError::io("reading the tar stream", e))?;
-        Ok(r)
+        Ok(())
     }
 
     fn mark_upper(&mut self, p: &[u8]) {
@@ -466,6 +483,28 @@ impl<'a> Applier<'a> {
             Err(err) => return Err(io_entry(raw, "creating", err)),
         };
         let mut f = File::from(fd);
+        self.stats.files += 1;
+        self.stats.bytes += size;
+        if size <= SMALL_FILE && self.writer.is_some() {
+            // small files: data and metadata are written by the writer thread
+            let mut data = vec![0u8; size as usize];
+            e.read_exact(&mut data)
+                .map_err(|err| ImageError::io(format!("entry {}: reading", lossy(raw)), err))?;
+            let job = Job {
+                f,
+                data,
+                meta: meta.clone(),
+                raw: raw.to_vec(),
+            };
+            let w = self.writer.as_ref().expect("checked above");
+            if w.tx.send(job).is_err() {
+                return Err(self
+                    .join_writer()
+                    .err()
+                    .unwrap_or_else(|| ImageError::invalid("the file writer thread stopped")));
+            }
+            return Ok(());
+        }
         let mut left = size;
         while left > 0 {
             let want = self.buf.len().min(left as usize);
@@ -479,43 +518,29 @@ impl<'a> Applier<'a> {
                 .map_err(|err| io_entry(raw, "writing", err))?;
             left -= n as u64;
         }
-        self.stats.files += 1;
-        self.stats.bytes += size;
-        let chowned = meta.uid != euid as u64 || meta.gid != egid as u64;
-        if chowned {
-            fchown(
-                &f,
-                Some(Uid::from_raw(meta.uid as u32)),
-                Some(Gid::from_raw(meta.gid as u32)),
-            )
-            .map_err(|err| io_entry(raw, "chown", err))?;
-        }
-        // chown clears setuid/setgid, so the mode comes after it
-        if chowned || meta.mode & 0o7000 != 0 || meta.mode & 0o200 == 0 {
-            fchmod(&f, Mode::from_bits_truncate(meta.mode))
-                .map_err(|err| io_entry(raw, "chmod", err))?;
-        }
-        self.set_xattrs(f.as_fd(), &meta.xattrs);
-        let t = TimeSpec::new(meta.mtime.0, meta.mtime.1);
-        futimens(&f, &t, &t).map_err(|err| io_entry(raw, "setting mtime", err))?;
+        self.stats.skipped_xattrs += finish_file(&f, meta, euid, egid, raw)?;
         let _ = p;
         Ok(())
     }
 
-    fn set_xattrs(&mut self, fd: BorrowedFd<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) {
-        for (k, v) in xattrs {
-            let Ok(name) = std::ffi::CString::new(k.clone()) else {
-                self.stats.skipped_xattrs += 1;
-                continue;
-            };
-            // SAFETY: valid fd, NUL-terminated name, value pointer and length from one slice.
-            let r = unsafe {
-                libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), v.as_ptr().cast(), v.len(), 0)
-            };
-            if r != 0 {
-                self.stats.skipped_xattrs += 1;
+    /// Waits for the writer thread; its first error, if any.
+    fn join_writer(&mut self) -> Result<()> {
+        let Some(w) = self.writer.take() else {
+            return Ok(());
+        };
+        drop(w.tx);
+        match w.handle.join() {
+            Ok(Ok(skipped)) => {
+                self.stats.skipped_xattrs += skipped;
+                Ok(())
             }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ImageError::invalid("the file writer thread panicked")),
         }
+    }
+
+    fn set_xattrs(&mut self, fd: BorrowedFd<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) {
+        self.stats.skipped_xattrs += set_xattrs(fd, xattrs);
     }
 
     fn meta_nofollow(
@@ -623,6 +648,83 @@ impl<'a> Applier<'a> {
         }
         Ok(())
     }
+}
+
+/// Files up to this size go to the writer thread whole (bounded: WRITER_DEPTH of them queued).
+const SMALL_FILE: u64 = 256 << 10;
+const WRITER_DEPTH: usize = 64;
+
+/// A created file whose data and metadata the writer thread writes.
+struct Job {
+    f: File,
+    data: Vec<u8>,
+    meta: Meta,
+    raw: Vec<u8>,
+}
+
+struct Writer {
+    tx: std::sync::mpsc::SyncSender<Job>,
+    handle: std::thread::JoinHandle<Result<u64>>,
+}
+
+/// The writer thread: file creation stays in order on the main thread (names, links,
+/// whiteouts), while writing the data of small files, their owner, mode, xattrs and mtime
+/// (all through the file's own fd) runs beside it.
+fn spawn_writer(euid: u32, egid: u32) -> Writer {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(WRITER_DEPTH);
+    let handle = std::thread::Builder::new()
+        .name("berth-writer".into())
+        .spawn(move || {
+            let mut skipped = 0;
+            for mut j in rx {
+                j.f.write_all(&j.data)
+                    .map_err(|err| io_entry(&j.raw, "writing", err))?;
+                skipped += finish_file(&j.f, &j.meta, euid, egid, &j.raw)?;
+            }
+            Ok(skipped)
+        })
+        .expect("spawning the writer thread");
+    Writer { tx, handle }
+}
+
+/// Owner, mode (after the owner: chown clears setuid/setgid), xattrs and mtime of a file
+/// just written; returns the number of xattrs that could not be set.
+fn finish_file(f: &File, meta: &Meta, euid: u32, egid: u32, raw: &[u8]) -> Result<u64> {
+    let chowned = meta.uid != euid as u64 || meta.gid != egid as u64;
+    if chowned {
+        fchown(
+            f,
+            Some(Uid::from_raw(meta.uid as u32)),
+            Some(Gid::from_raw(meta.gid as u32)),
+        )
+        .map_err(|err| io_entry(raw, "chown", err))?;
+    }
+    if chowned || meta.mode & 0o7000 != 0 || meta.mode & 0o200 == 0 {
+        fchmod(f, Mode::from_bits_truncate(meta.mode))
+            .map_err(|err| io_entry(raw, "chmod", err))?;
+    }
+    let skipped = set_xattrs(f.as_fd(), &meta.xattrs);
+    let t = TimeSpec::new(meta.mtime.0, meta.mtime.1);
+    futimens(f, &t, &t).map_err(|err| io_entry(raw, "setting mtime", err))?;
+    Ok(skipped)
+}
+
+fn set_xattrs(fd: BorrowedFd<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) -> u64 {
+    let mut skipped = 0;
+    for (k, v) in xattrs {
+        let Ok(name) = std::ffi::CString::new(k.clone()) else {
+            skipped += 1;
+            continue;
+        };
+        // SAFETY: valid fd, NUL-terminated name, value pointer and length from one slice.
+        let r = unsafe {
+            libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), v.as_ptr().cast(), v.len(), 0)
+        };
+        if r != 0 {
+            skipped += 1;
+        }
+    }
+    skipped
 }
 
 /// PAX records and GNU long names that apply to the next entry.

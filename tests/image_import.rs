@@ -21,10 +21,20 @@ fn rootfs_tar() -> Vec<u8> {
         ("SCHILY.xattr.trusted.evil".into(), b"dropped".to_vec()),
     ]);
     t.file("xattr-file", b"x", 0o644);
+    t.pax(&[("SCHILY.xattr.security.capability".into(), FCAP.to_vec())]);
+    t.file("bin/ping", b"x", 0o755);
     t.finish()
 }
 
+/// cap_net_bind_service=ep as a VFS_CAP_REVISION_2 xattr value.
+const FCAP: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
 fn check_rootfs(root: &std::path::Path) {
+    assert_eq!(
+        xattr_get(&root.join("bin/ping"), "security.capability").as_deref(),
+        Some(&FCAP[..]),
+        "file capabilities kept"
+    );
     let suid = std::fs::metadata(root.join("bin/suid")).unwrap();
     assert_eq!(suid.permissions().mode() & 0o7777, 0o4755);
     assert_eq!(suid.mtime(), 1_600_000_000);
@@ -147,6 +157,14 @@ fn store_commands_metadata_force_readonly_remove() {
     assert_eq!(list[0]["read_only"], false);
     assert_eq!(list[1]["read_only"], true);
     assert!(list[0]["size"].as_u64().unwrap() > 0);
+    // BERTH_STORE selects the store too
+    let o = std::process::Command::new(BERTH)
+        .env("BERTH_STORE", r.store())
+        .args(["images", "--json"])
+        .output()
+        .unwrap();
+    let via_env: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(via_env.as_array().unwrap().len(), 2);
     let table = String::from_utf8(r.berth(&["images"]).stdout).unwrap();
     assert!(table.starts_with("NAME"), "{table}");
     assert!(table.contains("2 images listed."), "{table}");

@@ -177,3 +177,25 @@ fn stop_signal_becomes_the_kill_signal() {
     assert_eq!(rest, "got INT\n");
     assert_eq!(status.code(), Some(7));
 }
+
+#[test]
+fn read_only_image_runs_read_only_unless_ephemeral() {
+    let r = rig_with_image();
+    let layout = r.input("busybox-oci");
+    r.ok(&[
+        "import-oci",
+        "--read-only",
+        &format!("{}:latest", layout.display()),
+        "ro",
+    ]);
+    let (code, out, err) = berth_run(&r, &["-M", "ro", "touch /etc/x 2>&1; echo rc=$?"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Read-only file system") && out.ends_with("rc=1\n"),
+        "{out}"
+    );
+    let (code, out, err) = berth_run(&r, &["-M", "ro", "-x", "touch /etc/x; echo rc=$?"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "rc=0\n");
+    assert!(!r.image("ro").join("etc/x").exists());
+}

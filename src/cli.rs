@@ -177,9 +177,28 @@ pub struct RunArgs {
     #[arg(long = "kill-signal", value_name = "SIGNAL")]
     pub kill_signal: Option<String>,
 
+    /// User namespace: no, yes (shift from the tree's owner), pick (a free 64K range),
+    /// identity, or UID[:COUNT]. Without a value: yes.
+    #[arg(long = "private-users", value_name = "MODE", num_args = 0..=1, default_missing_value = "yes")]
+    pub private_users: Option<String>,
+
+    /// Same as --private-users=pick --private-users-ownership=auto, when the kernel allows.
+    #[arg(short = 'U')]
+    pub private_users_pick: bool,
+
+    /// How the tree's ownership follows the user namespace: off, chown, map (idmapped mount,
+    /// the tree stays unshifted on disk) or auto (map where the file system can).
+    #[arg(long = "private-users-ownership", value_name = "MODE")]
+    pub private_users_ownership: Option<String>,
+
     /// Run in a private network namespace with only the loopback device, up.
     #[arg(long = "private-network")]
     pub private_network: bool,
+
+    /// Boot the tree's init (systemd) as PID 1; the arguments go to init. Implies a user
+    /// namespace (-U) and nspawn's capability set inside it, SIGRTMIN+3 as kill signal.
+    #[arg(short = 'b', long = "boot", conflicts_with_all = ["as_pid2", "user"])]
+    pub boot: bool,
 
     /// Run the command as PID 2 under a minimal init that reaps zombies and forwards signals.
     #[arg(short = 'a', long = "as-pid2")]

@@ -7,6 +7,8 @@ mod cli;
 mod container;
 mod exit;
 mod image;
+mod notify;
+mod seccomp;
 mod spec;
 mod sys;
 

@@ -101,6 +101,35 @@ pub fn open_in_root(root: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> ni
     }
 }
 
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+pub const RESOLVE_BENEATH: u64 = 0x08;
+
+/// An O_PATH handle of `path` beneath `root` that follows no symlink at all: for mount points
+/// that must be exactly where they are named.
+pub fn open_beneath_nosymlinks(root: BorrowedFd<'_>, path: &CStr) -> nix::Result<OwnedFd> {
+    let rel = path
+        .to_bytes()
+        .strip_prefix(b"/")
+        .unwrap_or(path.to_bytes());
+    let rel = std::ffi::CString::new(rel).map_err(|_| Errno::EINVAL)?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: plain syscall with valid pointers; the returned fd is owned by us.
+    unsafe {
+        let fd = check(libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        ))?;
+        Ok(OwnedFd::from_raw_fd(fd as RawFd))
+    }
+}
+
 pub const OPEN_TREE_CLONE: libc::c_uint = 1;
 pub const AT_RECURSIVE: libc::c_uint = 0x8000;
 
@@ -129,6 +158,22 @@ pub fn open_tree(dirfd: RawFd, path: &CStr, recursive: bool) -> nix::Result<Owne
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
 const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 
+/// Attaches a detached mount (from [`open_tree`]) at the path `target`.
+pub fn move_mount(tree: BorrowedFd<'_>, target: &CStr) -> nix::Result<()> {
+    // SAFETY: plain syscall with valid C strings.
+    unsafe {
+        check(libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ))?;
+    }
+    Ok(())
+}
+
 /// Attaches a detached mount (from [`open_tree`]) onto the directory or file `target` refers
 /// to: the destination was resolved safely beforehand, so no path is looked up again here.
 pub fn move_mount_to_fd(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Result<()> {
@@ -150,6 +195,7 @@ pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
 #[repr(C)]
 struct MountAttr {
@@ -162,11 +208,21 @@ struct MountAttr {
 /// Sets mount attributes on a (possibly detached) mount tree, recursively when asked: a
 /// read-only recursive bind in one call, which the old mount(2) cannot do.
 pub fn mount_setattr(tree: BorrowedFd<'_>, set: u64, recursive: bool) -> nix::Result<()> {
+    mount_setattr_userns(tree, set, recursive, None)
+}
+
+/// As [`mount_setattr`], with the user namespace an idmapped mount maps through.
+pub fn mount_setattr_userns(
+    tree: BorrowedFd<'_>,
+    set: u64,
+    recursive: bool,
+    userns: Option<BorrowedFd<'_>>,
+) -> nix::Result<()> {
     let attr = MountAttr {
         attr_set: set,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd: userns.map(|f| f.as_raw_fd() as u64).unwrap_or(0),
     };
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {

@@ -647,6 +647,18 @@ fn as_pid2_runs_the_payload_under_a_stub_init() {
         Some(&"no-exe"),
         "the stub's binary must not be reachable: {o:?}"
     );
+    // The stub holds CAP_KILL alone, and no_new_privs.
+    let o = sh(
+        &["--as-pid2"],
+        "grep -E 'Cap(Eff|Bnd)|NoNewPrivs' /proc/1/status",
+    );
+    let want = format!("{:016x}", 1u64 << 5);
+    assert!(
+        o.stdout.contains(&format!("CapEff:\t{want}"))
+            && o.stdout.contains(&format!("CapBnd:\t{want}")),
+        "{o:?}"
+    );
+    assert!(o.stdout.contains("NoNewPrivs:\t1"), "{o:?}");
     // It reaps orphans: a zombie-producing payload leaves none behind.
     let o = sh(
         &["--as-pid2"],
@@ -858,4 +870,10 @@ fn interactive_console_runs_on_a_pty_of_the_containers_own() {
         "/dev/console is a character device: {text}"
     );
     assert!(text.contains("got-ping"), "input relayed: {text}");
+}
+
+#[test]
+fn payload_runs_with_umask_0022() {
+    let o = sh(&[], "umask; touch /tmp/f; stat -c %a /tmp/f");
+    assert_eq!(o.stdout, "0022\n644\n", "{o:?}");
 }

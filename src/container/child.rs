@@ -9,6 +9,7 @@ use super::error::{Ctx, SetupError};
 use super::msg::{Channel, ToChild, ToParent};
 use super::{console, exec, mount, stub};
 use crate::exit;
+use crate::seccomp::Bpf;
 use crate::spec::ext::{Berth, ConsoleMode};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -17,8 +18,14 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// Never returns: execs the payload, or reports why not and exits.
-pub fn run(spec: &Spec, ext: &Berth, chan: Channel) -> ! {
-    let err = match setup_and_exec(spec, ext, &chan) {
+pub fn run(
+    spec: &Spec,
+    ext: &Berth,
+    bpf: Option<&Bpf>,
+    chan: Channel,
+    captured: mount::Captured,
+) -> ! {
+    let err = match setup_and_exec(spec, ext, bpf, &chan, captured) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -45,25 +52,47 @@ impl From<SetupError> for Failure {
 
 enum Never {}
 
-fn setup_and_exec(spec: &Spec, ext: &Berth, chan: &Channel) -> Result<Never, Failure> {
+fn setup_and_exec(
+    spec: &Spec,
+    ext: &Berth,
+    bpf: Option<&Bpf>,
+    chan: &Channel,
+    mut captured: mount::Captured,
+) -> Result<Never, Failure> {
     // Our supervisor dying must take the whole container with it.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // Device nodes and masks get exactly the modes the spec asks for.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
 
+    if has_ns(spec, LinuxNamespaceType::User) {
+        // Until the supervisor has written our uid/gid map we are nobody here.
+        match chan.recv::<ToChild>() {
+            Ok(Some((ToChild::Mapped, _))) => {}
+            _ => return Err(SetupError::msg("the supervisor went away").into()),
+        }
+        // Become the namespace's root; capabilities in it are kept across this switch.
+        let zero_g = nix::unistd::Gid::from_raw(0);
+        let zero_u = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresgid(zero_g, zero_g, zero_g)
+            .ctx("becoming root in the user namespace")?;
+        nix::unistd::setresuid(zero_u, zero_u, zero_u)
+            .ctx("becoming root in the user namespace")?;
+        nix::unistd::setgroups(&[]).ctx("setgroups in the user namespace")?;
+    }
     let root = spec
         .root()
         .as_ref()
         .ok_or_else(|| SetupError::msg("spec has no root"))?
         .path()
         .clone();
-    if ext.ephemeral {
-        super::ephemeral::overlay_root(&root)?;
-    }
-    let captured = mount::prepare(spec, &root)?;
-    mount::pivot(&root)?;
+    mount::prepare(spec, &root, &mut captured)?;
     mount::mount_all(spec, captured, &ext.uuid)?;
+    if ext.boot {
+        let sock = notify_socket()?;
+        chan.send(&ToParent::Notify, Some(sock.as_raw_fd()))
+            .ctx("passing the notify socket to the supervisor")?;
+    }
     let private_network = has_ns(spec, LinuxNamespaceType::Network);
     mount::protect(spec, private_network)?;
 
@@ -108,7 +137,7 @@ fn setup_and_exec(spec: &Spec, ext: &Berth, chan: &Channel) -> Result<Never, Fai
     let effective = set(caps.and_then(|c| c.effective().as_ref()));
     let permitted = set(caps.and_then(|c| c.permitted().as_ref()));
     super::caps::drop_bounding(&bounding)?;
-    super::seccomp::load(spec)?;
+    super::seccomp::load(bpf)?;
     let user = process.user();
     super::caps::switch_user(
         user.uid(),
@@ -141,12 +170,30 @@ fn setup_and_exec(spec: &Spec, ext: &Berth, chan: &Channel) -> Result<Never, Fai
         }
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).ctx("unblocking signals")?;
+    // Setup ran with umask 0 for exact device and mask modes; the payload gets the usual one.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     // Only 0, 1 and 2 reach the payload; the channel closes on exec, telling the supervisor.
     crate::sys::cloexec_from(3).ctx("closing inherited file descriptors")?;
 
     let env = process.env().clone().unwrap_or_default();
     let args = process.args().clone().unwrap_or_default();
     Err(exec::exec(&args, &env, ext.login_shell))
+}
+
+/// /run/host/notify, where the container's systemd sends READY=1 (NOTIFY_SOCKET), bound
+/// before /run/host becomes read-only; the supervisor keeps the receiving end.
+fn notify_socket() -> Result<std::os::fd::OwnedFd, SetupError> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ctx("creating the notify socket")?;
+    let addr = UnixAddr::new("/run/host/notify").ctx("naming the notify socket")?;
+    bind(sock.as_raw_fd(), &addr).ctx("binding /run/host/notify")?;
+    Ok(sock)
 }
 
 fn has_ns(spec: &Spec, t: LinuxNamespaceType) -> bool {

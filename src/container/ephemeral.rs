@@ -10,8 +10,8 @@ use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-/// Stacks the overlay on `root` (in the child's own mount namespace, before
-/// `mount::prepare`): afterwards `root` shows the merged view.
+/// Stacks the overlay on `root` (in the child's own mount namespace, from `mount::prepare`,
+/// once the tree is attached there): afterwards `root` shows the merged view.
 pub fn overlay_root(root: &Path) -> Result<(), SetupError> {
     let r = root
         .to_str()

@@ -8,6 +8,7 @@
 mod caps;
 mod child;
 mod console;
+mod delegate;
 mod ephemeral;
 mod error;
 mod exec;
@@ -15,6 +16,7 @@ mod mount;
 mod msg;
 mod seccomp;
 mod stub;
+mod userns;
 
 use crate::exit::{self, Coded};
 use crate::spec::ext::{Berth, ConsoleMode};
@@ -31,15 +33,28 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 pub enum LaunchError {
     #[error(transparent)]
     Spec(#[from] crate::spec::ext::ExtError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("{what}: {source}")]
     Sys {
         what: &'static str,
         source: nix::errno::Errno,
     },
+    #[error(transparent)]
+    Userns(#[from] userns::UsernsSetupError),
+    #[error(transparent)]
+    Delegate(#[from] delegate::DelegateError),
 }
 
 fn sys_err(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> LaunchError {
     move |source| LaunchError::Sys { what, source }
+}
+
+fn has_ns(spec: &Spec, t: LinuxNamespaceType) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == t))
 }
 
 fn clone_flags(spec: &Spec) -> u64 {
@@ -57,6 +72,8 @@ fn clone_flags(spec: &Spec) -> u64 {
             LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
             LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
             LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+            // Created in the same clone: the kernel makes it first and it owns the others.
+            LinuxNamespaceType::User => libc::CLONE_NEWUSER,
             // The cgroup namespace is created by the child once it sits in its own cgroup,
             // so that cgroup becomes the root it sees.
             _ => 0,
@@ -66,9 +83,19 @@ fn clone_flags(spec: &Spec) -> u64 {
 }
 
 /// Runs the container to completion and returns the exit status berth should report.
+/// How the container's init ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Exited(i32),
+    Killed(i32),
+}
+
+/// Runs the container to completion and returns the exit status berth should report. A
+/// booted system that reboots (its init killed by SIGHUP, which is how the kernel reports
+/// reboot(2) in a PID namespace) is started again, as nspawn does.
 pub fn run(spec: &Spec) -> anyhow::Result<u8> {
     let ext = Berth::from_spec(spec)?;
-    let (parent_chan, child_chan) = msg::pair().map_err(sys_err("creating the control socket"))?;
+    let bpf = seccomp::compile(spec)?;
 
     // Signals are taken through a signalfd; block them before clone so none is lost.
     let mut handled = SigSet::empty();
@@ -85,14 +112,50 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
     let sigfd = SignalFd::with_flags(&handled, SfdFlags::SFD_CLOEXEC)
         .map_err(sys_err("creating a signalfd"))?;
 
+    loop {
+        let end = launch(spec, &ext, bpf.as_ref(), &sigfd)?;
+        return Ok(match (ext.boot, end) {
+            (true, End::Killed(libc::SIGHUP)) => {
+                if !ext.quiet {
+                    eprintln!("berth: container {} is rebooting", ext.machine);
+                }
+                continue;
+            }
+            // reboot(2) with power-off or halt: the system shut down as asked.
+            (true, End::Killed(libc::SIGINT)) => 0,
+            // 133 is how a unit asks for a restart; a payload's own 133 must not.
+            (true, End::Exited(133)) => 1,
+            (_, End::Exited(n)) => n as u8,
+            (_, End::Killed(sig)) => (128 + sig) as u8,
+        });
+    }
+}
+
+/// One life of the container: create, place, supervise, reap.
+fn launch(
+    spec: &Spec,
+    ext: &Berth,
+    bpf: Option<&crate::seccomp::Bpf>,
+    sigfd: &SignalFd,
+) -> anyhow::Result<End> {
+    let (parent_chan, child_chan) = msg::pair().map_err(sys_err("creating the control socket"))?;
+
+    let private_network = has_ns(spec, LinuxNamespaceType::Network);
+    let userns = has_ns(spec, LinuxNamespaceType::User);
+    let captured = mount::capture(spec, userns, private_network).map_err(|e| Coded {
+        code: exit::FAILURE,
+        msg: e.to_string(),
+    })?;
+
     // SAFETY: berth is single-threaded here, as clone3 without CLONE_VM requires.
     let (pid, pidfd) = match unsafe { sys::clone3(clone_flags(spec), None) }
         .map_err(sys_err("creating the container"))?
     {
         Forked::Child => {
             drop(parent_chan);
-            drop(sigfd);
-            child::run(spec, &ext, child_chan)
+            // SAFETY: the child's copy of the signalfd is not used; close it.
+            unsafe { libc::close(sigfd.as_raw_fd()) };
+            child::run(spec, ext, bpf, child_chan, captured)
         }
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
@@ -102,15 +165,34 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
         pidfd: Some(pidfd),
     };
 
+    if userns {
+        // The child waits, as nobody, until its map exists and its tree is owned right.
+        userns::write_maps(spec, pid)?;
+        let range = userns::range(spec).expect("a user namespace has a map");
+        let root = spec.root().as_ref().expect("validated").path();
+        userns::ownership(ext.ownership, captured.root.as_fd(), root, pid, range)?;
+        let _ = parent_chan.send(&ToChild::Mapped, None);
+    }
+    // The child has its own copies of the captured mounts.
+    drop(captured);
+
     // Placement: the systemd integration (cgroup, machined registration) goes here, after the
     // container exists and before it may exec.
+
+    // A booted system in its own user namespace manages its cgroup subtree itself.
+    if ext.boot && userns {
+        let (base, _) = userns::range(spec).expect("a user namespace has a map");
+        delegate::delegate(pid, base, base)?;
+    }
 
     // If the child already failed, sending fails too; its Failed message is still queued.
     let _ = parent_chan.send(&ToChild::Go, None);
     let mut master: Option<OwnedFd> = None;
+    let mut notify: Option<OwnedFd> = None;
     loop {
         match parent_chan.recv::<ToParent>() {
             Ok(Some((ToParent::PtyMaster, fd))) => master = fd,
+            Ok(Some((ToParent::Notify, fd))) => notify = fd,
             Ok(Some((ToParent::Failed { code, msg }, _))) => {
                 container.reap();
                 return Err(Coded { code, msg }.into());
@@ -130,9 +212,37 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
     // What setup allocated is not needed while the container runs.
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
+    shed_text();
 
-    let status = supervise(&mut container, &ext, master, &sigfd)?;
-    Ok(status)
+    supervise(&mut container, ext, master, notify, sigfd)
+}
+
+/// Drops the mappings of berth's own code pages while the container runs: the kernel's
+/// fault-around mapped far more of the binary than the event loop uses, and the supervisor
+/// should cost a sleeping container next to nothing. Only r-xp file mappings of the binary
+/// are touched: they are never written, so every page refaults unchanged from the page cache.
+fn shed_text() {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || f[1] != "r-xp" || std::path::Path::new(f[5]) != exe {
+            continue;
+        }
+        let Some((a, b)) = f[0].split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        // SAFETY: the range is a read-only, executable, file-backed private mapping of our
+        // own binary; MADV_DONTNEED only drops page-table entries that refault from the file.
+        unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+    }
 }
 
 struct Running {
@@ -147,10 +257,10 @@ impl Running {
         }
     }
 
-    /// Waits for the container's init and returns its status as a shell would show it.
-    fn reap(&mut self) -> u8 {
+    /// Waits for the container's init and returns how it ended.
+    fn reap(&mut self) -> End {
         let Some(fd) = self.pidfd.take() else {
-            return exit::FAILURE;
+            return End::Exited(exit::FAILURE as i32);
         };
         loop {
             // SAFETY: siginfo_t is plain data filled by the kernel.
@@ -162,13 +272,13 @@ impl Running {
                 // SAFETY: for CLD_* codes the status field is valid.
                 let status = unsafe { info.si_status() };
                 return if info.si_code == libc::CLD_EXITED {
-                    status as u8
+                    End::Exited(status)
                 } else {
-                    (128 + status) as u8
+                    End::Killed(status)
                 };
             }
             if nix::errno::Errno::last() != nix::errno::Errno::EINTR {
-                return exit::FAILURE;
+                return End::Exited(exit::FAILURE as i32);
             }
         }
     }
@@ -205,8 +315,9 @@ fn supervise(
     c: &mut Running,
     ext: &Berth,
     master: Option<OwnedFd>,
+    notify: Option<OwnedFd>,
     sigfd: &SignalFd,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<End> {
     let stdout = std::io::stdout();
     let interactive = ext.console == ConsoleMode::Interactive && master.is_some();
     let relay_out = matches!(
@@ -255,6 +366,10 @@ fn supervise(
                 PollFlags::POLLIN,
             ));
         }
+        let notify_idx = fds.len();
+        if let Some(n) = &notify {
+            fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
@@ -277,7 +392,11 @@ fn supervise(
             read_stdin && ready(2),
             read_master && ready(master_idx),
         );
+        let n_ready = notify.is_some() && ready(notify_idx);
         drop(fds);
+        if n_ready {
+            relay_notify(notify.as_ref().expect("polled").as_fd(), &mut buf);
+        }
         if m_ready {
             match nix::unistd::read(master.as_ref().expect("relay"), &mut buf) {
                 Ok(n) if n > 0 => {
@@ -320,6 +439,31 @@ fn supervise(
             }
             return Ok(status);
         }
+    }
+}
+
+/// The container's systemd reports on /run/host/notify; berth passes READY=1 and STATUS= on
+/// to its own service manager, so a Type=notify berth@.service is ready when the system is.
+fn relay_notify(sock: BorrowedFd<'_>, buf: &mut [u8]) {
+    let Ok(n) = nix::sys::socket::recv(
+        sock.as_raw_fd(),
+        buf,
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    ) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let relayed: Vec<String> = text
+        .lines()
+        .filter_map(|l| match l {
+            "READY=1" => Some("READY=1".to_string()),
+            _ => l
+                .strip_prefix("STATUS=")
+                .map(|st| format!("STATUS=Container: {st}")),
+        })
+        .collect();
+    if !relayed.is_empty() {
+        crate::notify::notify(&relayed.join("\n"));
     }
 }
 

@@ -1,11 +1,13 @@
 //! The container's file system, as nspawn's container interface promises it (nspawn-mount.c).
 //!
-//! Two phases. Before pivot_root, in the container's fresh mount namespace: stop propagation to
-//! the host, bind the tree onto itself, and take detached copies (open_tree) of every host path
-//! that will be bound in. After pivot_root the host is gone from view, so every path below is
-//! the container's own: API file systems, device nodes, masks and binds are attached there, and
-//! bind destinations are resolved with RESOLVE_IN_ROOT so a symlink in the tree cannot redirect
-//! them.
+//! Three phases. The supervisor, before clone, takes detached copies (open_tree) of the tree
+//! and of every host path the container will see ([`capture`]): the tree can then be idmapped
+//! for a user namespace, and the container's root never needs host privileges to reach them.
+//! The container, in its fresh mount namespace, attaches the tree, mounts /proc and /sys into
+//! it and pivots ([`prepare`]). After pivot_root the host is gone from view, so every path
+//! below is the container's own: API file systems, device nodes, masks and binds are attached
+//! there ([`mount_all`], [`protect`]), bind destinations resolved with RESOLVE_IN_ROOT so a
+//! symlink in the tree cannot redirect them.
 
 use super::error::{Ctx, SetupError};
 use crate::sys;
@@ -18,11 +20,6 @@ use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-
-/// Host paths captured before pivot_root, by index into `spec.mounts`.
-pub struct Captured {
-    trees: Vec<Option<OwnedFd>>,
-}
 
 fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_encoded_bytes()).expect("paths have no NUL")
@@ -51,8 +48,105 @@ fn parse_options(options: &[String]) -> (MsFlags, String) {
     (flags, data.join(","))
 }
 
-/// Phase one, still seeing the host: returns detached copies of the bind sources.
-pub fn prepare(spec: &Spec, root: &Path) -> Result<Captured, SetupError> {
+/// Everything of the host that the container will see, captured by the supervisor as
+/// detached mount trees before clone: the tree itself (so it can be idmapped), bind sources
+/// (by index into `spec.mounts`), and, for a user namespace, what its root may not create
+/// itself (device nodes; sysfs of a network namespace it does not own).
+pub struct Captured {
+    pub root: OwnedFd,
+    binds: Vec<Option<OwnedFd>>,
+    devices: Vec<(std::path::PathBuf, OwnedFd)>,
+    sysfs: Option<OwnedFd>,
+}
+
+fn attrs_of(options: &[String]) -> u64 {
+    let (flags, _) = parse_options(options);
+    let mut attrs = 0;
+    for (f, a) in [
+        (MsFlags::MS_RDONLY, sys::MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, sys::MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, sys::MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, sys::MOUNT_ATTR_NOEXEC),
+    ] {
+        if flags.contains(f) {
+            attrs |= a;
+        }
+    }
+    attrs
+}
+
+fn clone_tree(path: &Path, recursive: bool, attrs: u64, what: &str) -> Result<OwnedFd, SetupError> {
+    let tree = sys::open_tree(libc::AT_FDCWD, &cstr(path), recursive)
+        .ctx(format!("capturing {what} {}", path.display()))?;
+    if attrs != 0 {
+        sys::mount_setattr(tree.as_fd(), attrs, recursive)
+            .ctx(format!("setting mount flags on {what} {}", path.display()))?;
+    }
+    Ok(tree)
+}
+
+/// In the supervisor, before clone.
+pub fn capture(spec: &Spec, userns: bool, private_network: bool) -> Result<Captured, SetupError> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| SetupError::msg("spec has no root"))?
+        .path();
+    let root = clone_tree(root, true, 0, "the root")?;
+    let mut binds = Vec::new();
+    for m in spec.mounts().as_deref().unwrap_or(&[]) {
+        if m.typ().as_deref() != Some("bind") {
+            binds.push(None);
+            continue;
+        }
+        let src = m
+            .source()
+            .as_ref()
+            .ok_or_else(|| SetupError::msg("bind mount without a source"))?;
+        let recursive = opts(m).iter().any(|o| o == "rbind");
+        binds.push(Some(clone_tree(
+            src,
+            recursive,
+            attrs_of(opts(m)),
+            "bind source",
+        )?));
+    }
+    let mut devices = Vec::new();
+    let mut sysfs = None;
+    if userns {
+        for d in spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.devices().clone())
+            .unwrap_or_default()
+        {
+            devices.push((
+                d.path().clone(),
+                clone_tree(d.path(), false, sys::MOUNT_ATTR_NOEXEC, "device")?,
+            ));
+        }
+        if !private_network {
+            // sysfs shows the network namespace it is mounted in; a user namespace's root may
+            // mount it only for a network namespace it owns, so the supervisor lends its own.
+            let ro = sys::MOUNT_ATTR_RDONLY
+                | sys::MOUNT_ATTR_NOSUID
+                | sys::MOUNT_ATTR_NODEV
+                | sys::MOUNT_ATTR_NOEXEC;
+            sysfs = Some(clone_tree(Path::new("/sys"), false, ro, "sysfs")?);
+        }
+    }
+    Ok(Captured {
+        root,
+        binds,
+        devices,
+        sysfs,
+    })
+}
+
+/// In the container, still seeing the host's mount table: attach the tree, mount /proc and
+/// /sys into it (a user namespace may mount them only while the host's are still visible in
+/// its mount namespace), then pivot_root.
+pub fn prepare(spec: &Spec, root: &Path, captured: &mut Captured) -> Result<(), SetupError> {
     // Nothing mounted from here on may reach the host; host mounts may still reach us.
     mount(
         None::<&str>,
@@ -62,52 +156,70 @@ pub fn prepare(spec: &Spec, root: &Path) -> Result<Captured, SetupError> {
         None::<&str>,
     )
     .ctx("making / a slave mount")?;
-    // The tree must be a mount point for pivot_root.
-    mount(
-        Some(root),
-        root,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .ctx(format!("binding {} onto itself", root.display()))?;
-
-    let mut trees = Vec::new();
-    for m in spec.mounts().as_deref().unwrap_or(&[]) {
-        if m.typ().as_deref() != Some("bind") {
-            trees.push(None);
-            continue;
-        }
-        let src = m
-            .source()
-            .as_ref()
-            .ok_or_else(|| SetupError::msg("bind mount without a source"))?;
-        let recursive = opts(m).iter().any(|o| o == "rbind");
-        let tree = sys::open_tree(libc::AT_FDCWD, &cstr(src), recursive)
-            .ctx(format!("capturing bind source {}", src.display()))?;
-        let (flags, _) = parse_options(opts(m));
-        let mut attrs = 0;
-        for (f, a) in [
-            (MsFlags::MS_RDONLY, sys::MOUNT_ATTR_RDONLY),
-            (MsFlags::MS_NOSUID, sys::MOUNT_ATTR_NOSUID),
-            (MsFlags::MS_NODEV, sys::MOUNT_ATTR_NODEV),
-            (MsFlags::MS_NOEXEC, sys::MOUNT_ATTR_NOEXEC),
-        ] {
-            if flags.contains(f) {
-                attrs |= a;
-            }
-        }
-        if attrs != 0 {
-            sys::mount_setattr(tree.as_fd(), attrs, recursive)
-                .ctx(format!("making bind of {} read-only", src.display()))?;
-        }
-        trees.push(Some(tree));
+    // The captured tree on top of the tree's own path: a mount point for pivot_root.
+    sys::move_mount(captured.root.as_fd(), &cstr(root))
+        .ctx(format!("attaching {}", root.display()))?;
+    // -x/--ephemeral: a tmpfs-backed overlay stacked on the attached tree
+    if crate::spec::ext::Berth::from_spec(spec).is_ok_and(|b| b.ephemeral) {
+        super::ephemeral::overlay_root(root)?;
     }
-    Ok(Captured { trees })
+    let rootfd: OwnedFd = fs::File::open(root)
+        .ctx(format!("opening {}", root.display()))?
+        .into();
+    for m in spec.mounts().as_deref().unwrap_or(&[]) {
+        let dst = m.destination();
+        match m.typ().as_deref() {
+            Some("proc") => mount_api_in(&rootfd, m)?,
+            Some("sysfs") => match captured.sysfs.take() {
+                Some(tree) => {
+                    let target = api_target(&rootfd, dst)?;
+                    sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).ctx("attaching /sys")?;
+                }
+                None => mount_api_in(&rootfd, m)?,
+            },
+            _ => {}
+        }
+    }
+    pivot(root)
+}
+
+/// The mount point of an API file system inside the tree, created if missing: never a
+/// symlink, or the tree could send /proc or /sys elsewhere.
+fn api_target(rootfd: &OwnedFd, dst: &Path) -> Result<OwnedFd, SetupError> {
+    let rel = dst.strip_prefix("/").unwrap_or(dst);
+    match nix::sys::stat::mkdirat(rootfd.as_fd(), rel, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => {
+            return Err(SetupError::Sys {
+                what: format!("creating {}", dst.display()),
+                source: e,
+            });
+        }
+    }
+    sys::open_beneath_nosymlinks(rootfd.as_fd(), &cstr(dst)).ctx(format!(
+        "{} in the tree (it must be a directory, not a symlink)",
+        dst.display()
+    ))
+}
+
+fn mount_api_in(rootfd: &OwnedFd, m: &Mount) -> Result<(), SetupError> {
+    let dst = m.destination();
+    let target = api_target(rootfd, dst)?;
+    let (flags, data) = parse_options(opts(m));
+    let typ = m.typ().as_deref().unwrap_or("tmpfs");
+    let path = format!("/proc/self/fd/{}", target.as_raw_fd());
+    mount(
+        Some(typ),
+        path.as_str(),
+        Some(typ),
+        flags,
+        (!data.is_empty()).then_some(data.as_str()),
+    )
+    .ctx(format!("mounting {typ} on {}", dst.display()))
 }
 
 /// Makes the tree "/" and drops every trace of the host's mount table.
-pub fn pivot(root: &Path) -> Result<(), SetupError> {
+fn pivot(root: &Path) -> Result<(), SetupError> {
     chdir(root).ctx("entering the root directory")?;
     pivot_root(".", ".").ctx("pivot_root")?;
     umount2(".", MntFlags::MNT_DETACH).ctx("detaching the host's root")?;
@@ -198,10 +310,12 @@ fn mount_api(m: &Mount) -> Result<(), SetupError> {
 /// namespace, see [`mount_cgroup`]), then device nodes and /run/host.
 pub fn mount_all(spec: &Spec, captured: Captured, uuid: &str) -> Result<(), SetupError> {
     let mounts = spec.mounts().as_deref().unwrap_or(&[]);
-    for (m, tree) in mounts.iter().zip(captured.trees) {
+    let Captured { binds, devices, .. } = captured;
+    let mut devices = Some(devices);
+    for (m, tree) in mounts.iter().zip(binds) {
         let dst = m.destination();
         match (m.typ().as_deref(), tree) {
-            (Some("cgroup2"), _) => continue,
+            (Some("cgroup2" | "proc" | "sysfs"), _) => continue,
             (Some("bind"), Some(tree)) => {
                 let is_dir = nix::sys::stat::fstat(tree.as_fd())
                     .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
@@ -228,7 +342,7 @@ pub fn mount_all(spec: &Spec, captured: Captured, uuid: &str) -> Result<(), Setu
             _ => {
                 mount_api(m)?;
                 if dst == Path::new("/dev") {
-                    populate_dev(spec)?;
+                    populate_dev(spec, devices.take().unwrap_or_default())?;
                 } else if dst == Path::new("/run") {
                     populate_run_host(uuid)?;
                 }
@@ -254,12 +368,25 @@ fn is_api(dst: &Path) -> bool {
 }
 
 /// Device nodes from the spec, the standard symlinks, and the devpts mount point.
-fn populate_dev(spec: &Spec) -> Result<(), SetupError> {
-    let devices = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.devices().clone())
-        .unwrap_or_default();
+fn populate_dev(
+    spec: &Spec,
+    captured: Vec<(std::path::PathBuf, OwnedFd)>,
+) -> Result<(), SetupError> {
+    // In a user namespace mknod is not allowed: the host's nodes are bound in instead.
+    for (path, tree) in &captured {
+        ensure_target(path, false)?;
+        let target = open_target(path)?;
+        sys::move_mount_to_fd(tree.as_fd(), target.as_fd())
+            .ctx(format!("binding {}", path.display()))?;
+    }
+    let devices = if captured.is_empty() {
+        spec.linux()
+            .as_ref()
+            .and_then(|l| l.devices().clone())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     for d in devices {
         let kind = match d.typ() {
             LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,

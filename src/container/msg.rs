@@ -14,12 +14,17 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 pub enum ToParent {
     /// The pty master follows as an fd in the same datagram.
     PtyMaster,
+    /// The container's end of /run/host/notify follows as an fd (booted systems).
+    Notify,
     /// Setup or exec failed; `code` is the exit status berth should report.
     Failed { code: u8, msg: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToChild {
+    /// The uid/gid maps are written (and the tree idmapped or chowned): become root in the
+    /// user namespace and set up the file system.
+    Mapped,
     /// The supervisor has placed the container (cgroup, registration): go on to exec.
     Go,
 }

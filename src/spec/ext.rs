@@ -2,6 +2,7 @@
 //! annotations so the spec stays the one model. [`Berth::from_spec`] is the typed view the
 //! launcher reads; [`Berth::store`] writes it.
 
+use super::userns::Ownership;
 use clap::ValueEnum;
 use oci_spec::runtime::Spec;
 use std::collections::HashMap;
@@ -39,11 +40,15 @@ pub struct Berth {
     /// Sent to PID 1 on SIGTERM/SIGINT/SIGHUP; `None` means SIGKILL, as nspawn does.
     pub kill_signal: Option<i32>,
     pub as_pid2: bool,
+    /// PID 1 is the tree's init: powering off is success, a reboot restarts the container.
+    pub boot: bool,
     /// No command was given: process.args[0] is the preferred shell, run as a login shell.
     pub login_shell: bool,
     pub quiet: bool,
     /// The root is an overlay with a tmpfs upper layer over the tree (-x/--ephemeral).
     pub ephemeral: bool,
+    /// How the tree's ownership follows the user namespace (off without one).
+    pub ownership: Ownership,
 }
 
 const PREFIX: &str = "org.berth.";
@@ -65,8 +70,12 @@ impl Berth {
         if let Some(sig) = self.kill_signal {
             put("kill-signal", sig.to_string());
         }
+        if self.ownership != Ownership::Off {
+            put("userns-ownership", self.ownership.as_str().into());
+        }
         for (k, v) in [
             ("as-pid2", self.as_pid2),
+            ("boot", self.boot),
             ("login-shell", self.login_shell),
             ("quiet", self.quiet),
             ("ephemeral", self.ephemeral),
@@ -96,9 +105,15 @@ impl Berth {
                 ),
             },
             as_pid2: flag("as-pid2"),
+            boot: flag("boot"),
             login_shell: flag("login-shell"),
             quiet: flag("quiet"),
             ephemeral: flag("ephemeral"),
+            ownership: match get("userns-ownership") {
+                None => Ownership::Off,
+                Some(v) => Ownership::parse(v)
+                    .ok_or_else(|| ExtError::Invalid("userns-ownership", v.clone()))?,
+            },
         })
     }
 }
@@ -115,9 +130,11 @@ mod tests {
             console: ConsoleMode::ReadOnly,
             kill_signal: Some(37),
             as_pid2: true,
+            boot: true,
             login_shell: false,
             quiet: true,
             ephemeral: true,
+            ownership: Ownership::Map,
         };
         let mut ann = HashMap::new();
         b.store(&mut ann);

@@ -5,19 +5,21 @@
 //! Everything that can be checked before a process is started is checked here, so that bad
 //! input fails with one line and nothing on the host has been touched.
 
+pub mod boot;
 pub mod caps;
 pub mod ext;
 pub mod machine;
 pub mod passwd;
 pub mod signal;
+pub mod userns;
 
 use crate::cli::RunArgs;
 use crate::sys;
 use ext::{Berth, ConsoleMode};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceBuilder, LinuxDeviceType,
-    LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder,
-    Spec, SpecBuilder, UserBuilder,
+    LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -62,8 +64,16 @@ pub enum SpecError {
     CapabilityNotHeld(#[from] caps::NotHeld),
     #[error(transparent)]
     User(#[from] passwd::LookupError),
+    #[error("-b: {0} is not an OS tree (it has no /etc/os-release or /usr/lib/os-release)")]
+    NotAnOsTree(PathBuf),
+    #[error("-b: no init in {0} (looked for {inits})", inits = boot::INITS.join(", "))]
+    NoInit(PathBuf),
     #[error("the tree's /etc/machine-id is all zeros, which is not a valid machine id")]
     ZeroMachineId,
+    #[error(transparent)]
+    Userns(#[from] userns::UsernsError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(transparent)]
     Oci(#[from] oci_spec::OciSpecError),
     #[error("{0}")]
@@ -106,17 +116,56 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         args.console.unwrap_or_else(|| {
             if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
                 ConsoleMode::Interactive
+            } else if args.boot {
+                // A booted system needs a /dev/console; its output still reaches berth's.
+                ConsoleMode::ReadOnly
             } else {
                 ConsoleMode::Pipe
             }
         })
     };
     let kill_signal = match &args.kill_signal {
+        // systemd halts on SIGRTMIN+3; SIGTERM would only make it re-execute.
+        None if args.boot => Some(libc::SIGRTMIN() + 3),
         None => None,
         Some(s) => {
             Some(signal::parse(s).ok_or_else(|| opt_err("kill-signal", s, "unknown signal"))?)
         }
     };
+
+    // User namespace: -U is pick+auto when the kernel can, else off, as nspawn's -U.
+    // -b without a word on user namespaces means -U (issue 8: secure by default).
+    let pick = args.private_users_pick || (args.boot && args.private_users.is_none());
+    let (mode, ownership) = if pick && args.private_users.is_none() {
+        match userns::kernel_supports() {
+            Ok(()) => (userns::Mode::Pick, userns::Ownership::Auto),
+            Err(_) => (userns::Mode::No, userns::Ownership::Off),
+        }
+    } else {
+        let m = userns::parse_mode(args.private_users.as_deref().unwrap_or("no"))?;
+        (
+            m,
+            if pick {
+                userns::Ownership::Auto
+            } else {
+                userns::Ownership::Off
+            },
+        )
+    };
+    let ownership = match &args.private_users_ownership {
+        Some(o) => userns::Ownership::parse(o)
+            .ok_or_else(|| userns::UsernsError::OwnershipSyntax(o.clone()))?,
+        None => ownership,
+    };
+    if mode != userns::Mode::No {
+        userns::kernel_supports()?;
+    }
+    let range = userns::resolve(mode, &root, &machine)?;
+    if args.boot && range.is_none() && !args.quiet {
+        eprintln!(
+            "berth: warning: booting without a user namespace: the container's root is the host's root and it can reach the host"
+        );
+    }
 
     let user = match &args.user {
         Some(u) => Some(passwd::lookup(&root_fd, u)?),
@@ -125,7 +174,11 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
     let uuid = container_uuid(&root_fd)?;
 
     // Capabilities: defaults, plus --capability, minus --drop-capability (nspawn's order).
-    let mut caps_set: HashSet<Capability> = caps::DEFAULT.iter().copied().collect();
+    let mut caps_set: HashSet<Capability> = if args.boot {
+        caps::held_of(caps::NSPAWN)
+    } else {
+        caps::DEFAULT.iter().copied().collect()
+    };
     if args.private_network {
         caps_set.insert(Capability::NetAdmin);
     }
@@ -139,7 +192,8 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         .map(|c| caps::name(*c))
         .collect();
     reaching.sort();
-    if !reaching.is_empty() && !args.quiet {
+    // In a user namespace capabilities are the namespace's, not the host's.
+    if !reaching.is_empty() && !args.quiet && range.is_none() {
         eprintln!(
             "berth: warning: {} lets the container reach the host; it is no security boundary",
             reaching.join(", ")
@@ -172,6 +226,10 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         ("container".into(), "berth".into()),
         ("container_uuid".into(), uuid.clone()),
     ];
+    if args.boot {
+        // The container's systemd reports readiness here; berth relays it (Type=notify units).
+        env.push(("NOTIFY_SOCKET".into(), "/run/host/notify".into()));
+    }
     let (home, uname) = match &user {
         Some(u) => (u.home.clone(), u.name.clone()),
         None => ("/root".into(), "root".into()),
@@ -204,8 +262,16 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         env.push((k, v));
     }
 
-    let login_shell = args.command.is_empty();
-    let command = if login_shell {
+    if args.boot && !boot::has_os_release(&root_fd) {
+        return Err(SpecError::NotAnOsTree(root.clone()));
+    }
+    let login_shell = args.command.is_empty() && !args.boot;
+    let command = if args.boot {
+        let init = boot::find_init(&root_fd).ok_or_else(|| SpecError::NoInit(root.clone()))?;
+        std::iter::once(init.to_string())
+            .chain(args.command.iter().cloned())
+            .collect()
+    } else if login_shell {
         vec![
             user.as_ref()
                 .map(|u| u.shell.clone())
@@ -250,17 +316,41 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
     if args.private_network {
         namespaces.push(LinuxNamespaceType::Network);
     }
+    if range.is_some() {
+        namespaces.push(LinuxNamespaceType::User);
+    }
     let namespaces = namespaces
         .into_iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut mounts = api_mounts()?;
+    let mut mounts = api_mounts(args.boot)?;
     mounts.extend(host_files(&root_fd, args.private_network)?);
     mounts.extend(user_mounts(args)?);
 
-    let linux = LinuxBuilder::default()
+    // The seccomp filter follows the capabilities the container may ever hold (Docker's rule).
+    let seccomp = crate::seccomp::default_profile(&crate::seccomp::ProfileOptions {
+        caps: caps_set.iter().copied().collect(),
+        filter: args.system_call_filter.clone(),
+        own_userns: namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User),
+    })?;
+
+    let mut linux = LinuxBuilder::default();
+    if let Some(r) = range {
+        let map = vec![
+            LinuxIdMappingBuilder::default()
+                .container_id(0u32)
+                .host_id(r.base)
+                .size(r.count)
+                .build()?,
+        ];
+        linux = linux.uid_mappings(map.clone()).gid_mappings(map);
+    }
+    let linux = linux
         .namespaces(namespaces)
+        .seccomp(seccomp)
         .devices(default_devices()?)
         .masked_paths(MASKED.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .readonly_paths(READ_ONLY.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -272,9 +362,15 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         console,
         kill_signal,
         as_pid2: args.as_pid2,
+        boot: args.boot,
         login_shell,
         quiet: args.quiet,
         ephemeral: args.ephemeral,
+        ownership: if range.is_some() {
+            ownership
+        } else {
+            userns::Ownership::Off
+        },
     };
     let mut annotations = HashMap::new();
     ext.store(&mut annotations);
@@ -331,7 +427,13 @@ fn mount(dst: &str, typ: &str, src: &str, opts: &[&str]) -> Result<Mount, SpecEr
 }
 
 /// The container interface's API file systems, in the order they are mounted.
-fn api_mounts() -> Result<Vec<Mount>, SpecError> {
+fn api_mounts(boot: bool) -> Result<Vec<Mount>, SpecError> {
+    // A booted systemd manages its own cgroup subtree (delegated); a command only reads it.
+    let cgroup: &[&str] = if boot {
+        &["nosuid", "noexec", "nodev"]
+    } else {
+        &["nosuid", "noexec", "nodev", "ro"]
+    };
     Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -377,12 +479,7 @@ fn api_mounts() -> Result<Vec<Mount>, SpecError> {
             "sysfs",
             &["nosuid", "noexec", "nodev", "ro"],
         )?,
-        mount(
-            "/sys/fs/cgroup",
-            "cgroup2",
-            "cgroup",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )?,
+        mount("/sys/fs/cgroup", "cgroup2", "cgroup", cgroup)?,
         mount(
             "/run",
             "tmpfs",

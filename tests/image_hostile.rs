@@ -612,3 +612,20 @@ fn h35_store_name_and_existing_image() {
             .contains("image one already exists (use --force to replace it)")
     );
 }
+
+#[test]
+fn h36_missing_inputs() {
+    let r = Rig::new();
+    r.fails(
+        &["import-tar", "/nonexistent.tar", "img"],
+        "importing /nonexistent.tar: opening the input: No such file or directory",
+    );
+    r.fails(
+        &["import-oci", "/nonexistent", "img"],
+        "importing /nonexistent: opening the layout: No such file or directory",
+    );
+    r.fails(
+        &["import-tar", r.inputs().to_str().unwrap(), "img"],
+        "the input is a directory",
+    );
+}

@@ -119,12 +119,14 @@ pub fn import_tar(store: &Store, input: &str, name: &str, o: &Options) -> Result
     let (reader, size): (Box<dyn Read + Send>, Option<u64>) = if input == "-" {
         (Box::new(std::io::stdin()), None)
     } else {
-        let f = File::open(input).map_err(|e| ImageError::io(input.to_string(), e))?;
+        let f = File::open(input).map_err(|e| ImageError::io("opening the input", e))?;
         let md = f
             .metadata()
-            .map_err(|e| ImageError::io(input.to_string(), e))?;
+            .map_err(|e| ImageError::io("opening the input", e))?;
         if md.is_dir() {
-            return Err(ImageError::invalid(format!("{input} is a directory")));
+            return Err(ImageError::invalid(
+                "the input is a directory (import-tar takes a tarball)",
+            ));
         }
         (Box::new(f), md.is_file().then_some(md.len()))
     };

@@ -190,17 +190,16 @@ impl Read for AtReader {
 
 impl Layout {
     pub fn open(path: &Path, limits: &Limits) -> Result<Layout> {
-        let f = File::open(path).map_err(|e| ImageError::io(format!("{}", path.display()), e))?;
-        let st = fstat(&f).map_err(|e| ImageError::io(format!("{}", path.display()), e.into()))?;
+        let f = File::open(path).map_err(|e| ImageError::io("opening the layout", e))?;
+        let st = fstat(&f).map_err(|e| ImageError::io("opening the layout", e.into()))?;
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         if kind == SFlag::S_IFDIR {
             return Ok(Layout::Dir(OwnedFd::from(f)));
         }
         if kind != SFlag::S_IFREG {
-            return Err(ImageError::invalid(format!(
-                "{}: not a directory or a tar file",
-                path.display()
-            )));
+            return Err(ImageError::invalid(
+                "the layout is neither a directory nor a tar file",
+            ));
         }
         let file = Arc::new(f);
         let mut files = HashMap::new();

@@ -303,14 +303,18 @@ mod tests {
             "true",
         ])
         .unwrap();
-        let Command::Run(a) = cli.command;
+        let Command::Run(a) = cli.command else {
+            panic!("run")
+        };
         assert_eq!(a.register, crate::register::Mode::No);
         assert!(a.keep_unit);
         assert_eq!(a.slice.as_deref(), Some("foo.slice"));
         assert_eq!(a.property, ["MemoryMax=1M", "TasksMax=5"]);
         assert_eq!(a.command, ["true"]);
         let cli = Cli::try_parse_from(["berth", "run", "true"]).unwrap();
-        let Command::Run(a) = cli.command;
+        let Command::Run(a) = cli.command else {
+            panic!("run")
+        };
         assert_eq!(a.register, crate::register::Mode::Auto);
         assert!(Cli::try_parse_from(["berth", "run", "--register=maybe", "true"]).is_err());
     }

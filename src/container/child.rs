@@ -80,13 +80,7 @@ fn setup_and_exec(
             .ctx("becoming root in the user namespace")?;
         nix::unistd::setgroups(&[]).ctx("setgroups in the user namespace")?;
     }
-    let root = spec
-        .root()
-        .as_ref()
-        .ok_or_else(|| SetupError::msg("spec has no root"))?
-        .path()
-        .clone();
-    mount::prepare(spec, &root, &mut captured)?;
+    mount::prepare(spec, &mut captured, ext.ephemeral)?;
     mount::mount_all(spec, captured, &ext.uuid)?;
     if ext.boot {
         let sock = notify_socket()?;

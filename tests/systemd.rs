@@ -554,6 +554,20 @@ fn unit_template_runs_and_stops_a_container() {
     );
     assert_eq!(prop(&n, "Unit"), format!("berth@{n}.service"));
     assert_eq!(prop(&n, "Service"), "berth");
+    // The container has a cgroup of its own below the unit's; berth sits beside it.
+    let leader = prop(&n, "Leader");
+    let cg = rig_sh(&format!("grep '^0::' /proc/{leader}/cgroup"));
+    assert!(
+        cg.trim().ends_with(&format!("/berth@{n}.service/payload")),
+        "{cg}"
+    );
+    let main_pid = rig_sh(&format!("systemctl show -p MainPID --value berth@{n}"));
+    let cg = rig_sh(&format!("grep '^0::' /proc/{}/cgroup", main_pid.trim()));
+    assert!(
+        cg.trim()
+            .ends_with(&format!("/berth@{n}.service/supervisor")),
+        "{cg}"
+    );
     let status = rig_sh(&format!("systemctl show -p StatusText --value berth@{n}"));
     assert!(status.contains("Container running"), "{status}");
     assert!(eventually(5, || rig_sh(&format!(

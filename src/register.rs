@@ -67,6 +67,11 @@ pub enum RegisterError {
     BadSlice(String),
     #[error("talking to systemd: {0}")]
     Bus(String),
+    #[error(
+        "--keep-unit would register the login session {0} as the machine's unit (terminating the \
+         machine would end the session); run berth from a service, or without --keep-unit"
+    )]
+    KeepUnitSession(String),
     #[error("{0}")]
     Property(String),
     #[error("the D-Bus helper process failed: {0}")]
@@ -128,7 +133,22 @@ pub fn register(mode: Mode, m: &Machine) -> Result<Outcome, RegisterError> {
     {
         return Err(RegisterError::BadSlice(s.clone()));
     }
+    if m.keep_unit
+        && let Some(session) = session_scope()
+    {
+        return Err(RegisterError::KeepUnitSession(session));
+    }
     in_helper(|| bus_register(mode, m, &props))
+}
+
+/// The login session scope berth runs in, if any (nspawn refuses --keep-unit there too).
+fn session_scope() -> Option<String> {
+    let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cg.lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .filter_map(|p| p.rsplit('/').next())
+        .find(|unit| unit.starts_with("session-") && unit.ends_with(".scope"))
+        .map(str::to_string)
 }
 
 /// Ends the registration (machined forgets the machine; the scope goes with its processes).

@@ -443,6 +443,35 @@ fn assert_fork_bomb_stopped(out: &Out, tasks_max: usize) {
     assert_ne!(out.code, 0, "{out:?}");
 }
 
+#[test]
+fn keep_unit_is_refused_in_a_login_session() {
+    let n = name("sess");
+    let out = rig::shared_cmd("systemd-run")
+        .args([
+            "--quiet",
+            "--scope",
+            &format!("--unit=session-{n}.scope"),
+            BERTH,
+            "run",
+        ])
+        .args([
+            "--register=yes",
+            "--keep-unit",
+            "-M",
+            &n,
+            "-D",
+            &img(),
+            "--pipe",
+            "/bin/true",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = out_of(out);
+    out.assert_one_line_error(125, "login session");
+    assert!(!registered(&n));
+}
+
 /// systemd's limits, as the container experiences them.
 #[test]
 fn scope_limits_are_enforced_inside() {

@@ -188,7 +188,7 @@ fn detached<F: FnOnce() -> Result<Outcome, RegisterError>>(f: F) {
         Ok(nix::unistd::ForkResult::Child) => {
             // SAFETY: as above.
             if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-                let _ = f();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
             }
             // SAFETY: leaves without running the supervisor's destructors.
             unsafe { libc::_exit(0) }
@@ -513,7 +513,9 @@ where
     match unsafe { nix::unistd::fork() }.map_err(|e| RegisterError::Helper(e.to_string()))? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
-            let res = f();
+            // A panic must not unwind out of the helper into a copy of the supervisor.
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err(RegisterError::Helper("it panicked".into())));
             let mut w = std::fs::File::from(wr);
             let _ = w.write_all(serde_json::to_string(&res).unwrap_or_default().as_bytes());
             drop(w);

@@ -444,6 +444,57 @@ fn assert_fork_bomb_stopped(out: &Out, tasks_max: usize) {
 }
 
 #[test]
+fn uuid_and_device_policy_reach_machined_and_the_container() {
+    let img = img();
+    // --uuid becomes the registration's Id (the image has no machine-id).
+    let n = name("uuid");
+    let mut bg = start_registered(
+        &n,
+        &["--uuid=01234567-89ab-cdef-0123-456789abcdef"],
+        &["/bin/sleep", "600"],
+    );
+    assert_eq!(prop(&n, "Id"), "0123456789abcdef0123456789abcdef");
+    rig_sh(&format!("machinectl terminate {n}"));
+    bg.wait(30);
+
+    // DevicePolicy=closed: the container cannot open a device beyond the basic ones, unless a
+    // DeviceAllow= property allows it.
+    // /dev/fuse is bound in from the rig (berth's seccomp filter forbids mknod of it).
+    let open_fuse = "(: < /dev/fuse) && echo opened";
+    let n = name("dev");
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "-q",
+        "--bind=/dev/fuse",
+        "/bin/sh",
+        "-c",
+        open_fuse,
+    ]);
+    assert!(!out.stdout.contains("opened"), "{out:?}");
+    assert!(out.stderr.contains("not permitted"), "{out:?}");
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "-q",
+        "--bind=/dev/fuse",
+        "--property=DeviceAllow=/dev/fuse rw",
+        "/bin/sh",
+        "-c",
+        open_fuse,
+    ]);
+    assert!(out.stdout.contains("opened"), "{out:?}");
+}
+
+#[test]
 fn keep_unit_is_refused_in_a_login_session() {
     let n = name("sess");
     let out = rig::shared_cmd("systemd-run")

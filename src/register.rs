@@ -356,6 +356,9 @@ fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, 
         m.id.to_vec()
     };
     let mut retried = false;
+    // A container that rebooted registers again at once; the scope of its previous life may
+    // still be on its way out ("UnitExists"): give systemd a moment.
+    let mut unit_waits = 0;
     loop {
         // The call itself activates machined if it is not running yet.
         match call_register(&conn, m, props, &id) {
@@ -363,6 +366,11 @@ fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, 
             Err(e) if is_unreachable(&e) => return unreachable(dbus_error_text(&e)),
             Err(e) => {
                 let name = dbus_error_name(&e).unwrap_or_default();
+                if name == "org.freedesktop.systemd1.UnitExists" && unit_waits < 100 {
+                    unit_waits += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                }
                 if name == "org.freedesktop.machine1.MachineExists" {
                     if !retried && forget_stale(&conn, &m.name) {
                         retried = true;

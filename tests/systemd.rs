@@ -495,6 +495,44 @@ fn uuid_and_device_policy_reach_machined_and_the_container() {
 }
 
 #[test]
+fn a_rebooting_container_registers_again_each_time() {
+    // A busybox init that reboots (reboot(2): its init is killed by SIGHUP) until it has
+    // booted five times; berth starts it again under the same name, registered each time.
+    let (_, scratch) = rig::shared();
+    let n = name("rbt");
+    let tree = scratch.join(&n);
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(img())
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(
+        tree.join("etc/inittab"),
+        "::sysinit:/bin/sh -c 'echo boot >> /var/boots; [ $(wc -l < /var/boots) -lt 5 ] && reboot -f'\n\
+         ::respawn:/bin/sleep 600\n",
+    )
+    .unwrap();
+    let t = tree.to_str().unwrap().to_string();
+    let mut bg = rig_spawn(&["-b", "--register=yes", "-M", &n, "-D", &t, "--pipe", "-q"]);
+    let boots = || {
+        std::fs::read_to_string(tree.join("var/boots"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    assert!(eventually(30, || boots() >= 5), "booted {} times", boots());
+    assert!(eventually(10, || registered(&n) && prop(&n, "State") == "running"));
+    assert!(bg.alive(), "berth went on through the reboots");
+    let leader = prop(&n, "Leader");
+    assert_eq!(rig_sh(&format!("cat /proc/{leader}/comm")).trim(), "init");
+    rig_sh(&format!("machinectl terminate {n}"));
+    bg.wait(30);
+    assert!(eventually(5, || !registered(&n)));
+    let _ = std::fs::remove_dir_all(&tree);
+}
+
+#[test]
 fn keep_unit_is_refused_in_a_login_session() {
     let n = name("sess");
     let out = rig::shared_cmd("systemd-run")

@@ -1055,3 +1055,45 @@ fn cgroup_of_a_sigkilled_berth_is_collected_by_the_next_one() {
         leftover_cgroups(&n)
     );
 }
+
+#[test]
+fn pure_cgroup2_layout_uses_the_unified_hierarchy_alone() {
+    // A private mount namespace whose /sys/fs/cgroup is the cgroup2 hierarchy alone (as on a
+    // pure cgroup v2 host; the v1 mounts stay in mountinfo, hidden): berth's cgroup is made
+    // there, the container is born in it (CLONE_INTO_CGROUP) and it is removed afterwards.
+    let img = img();
+    let n = name("v2");
+    let run = |extra: &str, cmd: &str| {
+        let o = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t cgroup2 cgroup2 /sys/fs/cgroup && {BERTH} run --register=no -M {n} \
+                 -D {img} --pipe {extra} {cmd}; rc=$?; ls -d /sys/fs/cgroup/machine-{n}-* \
+                 2>/dev/null && echo LEFT; exit $rc"
+            ))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        out_of(o)
+    };
+    let out = run("", "/bin/cat /proc/self/cgroup");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.lines().any(|l| l == "0::/"), "{out:?}");
+    assert!(!out.stdout.contains("LEFT"), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+
+    let v2_pids = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .or_else(|_| std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|c| c == "pids");
+    let out = run("--property=TasksMax=5", "/bin/cat /sys/fs/cgroup/pids.max");
+    if v2_pids {
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(out.stdout.trim(), "5", "{out:?}");
+    } else {
+        // This host's pids controller is bound to cgroup v1, which is hidden here.
+        out.assert_one_line_error(125, "no pids cgroup controller");
+        assert!(!out.stdout.contains("LEFT"), "{out:?}");
+    }
+}

@@ -139,14 +139,13 @@ pub fn hierarchies() -> Result<Vec<Hierarchy>, CgroupError> {
 
 /// Whether `path` is (still) the root of a cgroup file system of the given version.
 fn is_cgroupfs(path: &Path, v2: bool) -> bool {
-    const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
     let want = if v2 {
         CGROUP2_SUPER_MAGIC
     } else {
         CGROUP_SUPER_MAGIC
     };
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == want)
+    statfs(path).is_ok_and(|s| s.filesystem_type() == want)
 }
 
 fn unescape(s: &str) -> String {

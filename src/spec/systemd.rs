@@ -216,7 +216,10 @@ mod tests {
         let mut all = vec!["berth", "run"];
         all.extend_from_slice(v);
         all.push("true");
-        let crate::cli::Command::Run(a) = crate::cli::Cli::try_parse_from(all).unwrap().command;
+        let crate::cli::Command::Run(a) = crate::cli::Cli::try_parse_from(all).unwrap().command
+        else {
+            panic!("run")
+        };
         a
     }
 

@@ -97,13 +97,23 @@ impl Booted {
 
     /// `systemctl is-system-running --wait`, with the failed units named when degraded.
     fn wait_running(&self) -> String {
+        // Until it execs, the container's init is berth's own code (before pivot_root, too);
+        // and until systemd listens on its private socket, systemctl says "offline" (or
+        // nothing) at once, --wait or not. Ask again until it has a state to wait on.
         assert!(
-            eventually(60, || self.init_pid().is_some()),
+            eventually(60, || self.init_pid().is_some_and(|p| {
+                std::fs::read_link(format!("/proc/{p}/exe"))
+                    .is_ok_and(|e| e.to_string_lossy().ends_with("/systemd"))
+            })),
             "no container: {}",
             self.log()
         );
-        let o = self.nsenter(&["systemctl", "is-system-running", "--wait"]);
-        let state = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let mut state = String::new();
+        eventually(90, || {
+            let o = self.nsenter(&["systemctl", "is-system-running", "--wait"]);
+            state = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            !state.is_empty() && state != "offline"
+        });
         if state == "degraded" {
             let failed = self.nsenter(&["systemctl", "--failed", "--no-legend", "--plain"]);
             eprintln!(

@@ -625,13 +625,18 @@ fn scope_limits_are_enforced_inside() {
         &["--property=CPUQuota=20%"],
         &["/bin/sh", "-c", "while :; do :; done"],
     );
-    let stat = format!("/sys/fs/cgroup/cpu/machine.slice/machine-{n}.scope/cpu.stat");
+    // The cpu controller's files: v1 (hybrid hosts) or cgroup2 (pure v2 hosts).
+    let dir = rig_sh(&format!(
+        "d=/sys/fs/cgroup/cpu/machine.slice/machine-{n}.scope; \
+         [ -d $d ] || d=/sys/fs/cgroup/machine.slice/machine-{n}.scope; echo $d"
+    ));
+    let dir = dir.trim();
     let quota = rig_sh(&format!(
-        "cat /sys/fs/cgroup/cpu/machine.slice/machine-{n}.scope/cpu.cfs_quota_us"
+        "cat {dir}/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 {dir}/cpu.max"
     ));
     assert_eq!(quota.trim(), "20000");
     std::thread::sleep(Duration::from_millis(1500));
-    let s = rig_sh(&format!("cat {stat}"));
+    let s = rig_sh(&format!("cat {dir}/cpu.stat"));
     let throttled: u64 = s
         .lines()
         .find_map(|l| l.strip_prefix("nr_throttled "))

@@ -286,8 +286,16 @@ fn machinectl_kill_hits_the_container_not_berth() {
 
 #[test]
 fn registration_ends_when_berth_is_sigkilled() {
+    sigkill_ends_registration(&[]);
+    // A container whose init changed identity (user namespace root, -u) too: the kernel
+    // clears the parent-death signal on such a change.
+    sigkill_ends_registration(&["-U"]);
+    sigkill_ends_registration(&["-u", "daemon"]);
+}
+
+fn sigkill_ends_registration(extra: &[&str]) {
     let n = name("sigkill");
-    let bg = start_registered(&n, &[], &["/bin/sleep", "600"]);
+    let bg = start_registered(&n, extra, &["/bin/sleep", "600"]);
     let leader = prop(&n, "Leader");
     let pid = bg.pid;
     // SAFETY: kill by the PID of the berth this test started.

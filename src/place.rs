@@ -149,8 +149,14 @@ fn split_unit_cgroup(leader: libc::pid_t) -> Option<std::path::PathBuf> {
         .ok()?
         .into_iter()
         .find(|h| h.is_v2())?;
-    let payload = h.own.join("payload");
-    let supervisor = h.own.join("supervisor");
+    // After a reboot (-b) berth already sits in the split's supervisor half.
+    let base = if h.own.ends_with("supervisor") {
+        h.own.parent()?.to_path_buf()
+    } else {
+        h.own.clone()
+    };
+    let payload = base.join("payload");
+    let supervisor = base.join("supervisor");
     for d in [&payload, &supervisor] {
         if let Err(e) = std::fs::create_dir(d)
             && e.kind() != std::io::ErrorKind::AlreadyExists

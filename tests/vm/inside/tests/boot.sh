@@ -7,7 +7,7 @@ test_boot_delegated_subtree() {
     local name=vmboot cg out
     berth_bg "$name" /run/berth-vm/$name.out -b -D "$DEBIAN" --pipe
     wait_for 60 "machine $name" registered "$name"
-    cg=$(machine_cgroup "$name")
+    cg=$(machine_cgroup "$name") || exit 1
     wait_for 180 "the container's systemd to create $cg/init.scope" test -d "$cg/init.scope"
     wait_for 180 "the container's systemd to create $cg/system.slice" test -d "$cg/system.slice"
     note "subtree: $(cd "$cg" && find . -mindepth 1 -maxdepth 2 -type d | tr '\n' ' ')"

@@ -42,9 +42,12 @@ test: check
 
 bench: build image
 	tests/bench/start $(BERTH) $(IMAGE)
+	tests/bench/registered $(BERTH) $(IMAGE)
 
 install: build
 	install -Dm755 $(BERTH) $(DESTDIR)$(PREFIX)/bin/berth
+	sed 's|/usr/local/bin/berth|$(PREFIX)/bin/berth|' units/berth@.service \
+	    | install -Dm644 /dev/stdin $(DESTDIR)$(PREFIX)/lib/systemd/system/berth@.service
 
 clean:
 	rm -rf $(BUILD)

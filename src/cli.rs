@@ -14,14 +14,89 @@ use std::path::PathBuf;
     propagate_version = true
 )]
 pub struct Cli {
+    /// The image store (each image a directory, as machinectl expects).
+    #[arg(long, global = true, env = "BERTH_STORE", value_name = "DIR",
+          default_value = crate::image::store::DEFAULT_STORE)]
+    pub store: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 pub enum Command {
     /// Run a command (or a login shell) in a new container.
     Run(RunArgs),
+    /// Import a root file system tarball (plain, gzip, zstd or xz; detected from the content)
+    /// as image NAME.
+    #[command(name = "import-tar")]
+    ImportTar(ImportTarArgs),
+    /// Import an OCI image layout (a directory, or a tar of one) as image NAME.
+    #[command(name = "import-oci")]
+    ImportOci(ImportOciArgs),
+    /// List the images in the store.
+    Images(ImagesArgs),
+    /// Remove images from the store.
+    Remove(RemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportCommon {
+    /// Replace an existing image of the same name.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Mark the image read-only (the immutable flag on its directory, as machinectl does).
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+
+    /// Print no progress bar and no summary line.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Flush the file system (syncfs) before the image is published, as machinectl's
+    /// --sync does (default yes).
+    #[arg(long, value_name = "BOOL", default_value = "yes", value_parser = parse_bool,
+          action = clap::ArgAction::Set)]
+    pub sync: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportTarArgs {
+    /// The tarball, or - for standard input.
+    #[arg(value_name = "FILE|-")]
+    pub file: String,
+    /// Name of the new image.
+    pub name: String,
+    #[command(flatten)]
+    pub common: ImportCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportOciArgs {
+    /// The layout (directory or tar), optionally with the image's
+    /// org.opencontainers.image.ref.name.
+    #[arg(value_name = "LAYOUT[:REF]")]
+    pub layout: String,
+    /// Name of the new image.
+    pub name: String,
+    #[command(flatten)]
+    pub common: ImportCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The images to remove.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -35,7 +110,8 @@ Exit status: the container's own status (128+N if it was killed by signal N); 12
 failed, 126 if the command cannot be executed, 127 if it does not exist."
 )]
 pub struct RunArgs {
-    /// Directory to use as the container's root file system.
+    /// Directory to use as the container's root file system. Without it, -M NAME runs the
+    /// image NAME from the store (as nspawn looks up /var/lib/machines/NAME).
     #[arg(short = 'D', long = "directory", value_name = "DIR")]
     pub directory: Option<PathBuf>,
 
@@ -74,6 +150,11 @@ pub struct RunArgs {
     /// Mount the root file system read-only.
     #[arg(long = "read-only")]
     pub read_only: bool,
+
+    /// Run on a throwaway overlay (a tmpfs upper layer over the tree), so nothing the
+    /// container writes persists.
+    #[arg(short = 'x', long)]
+    pub ephemeral: bool,
 
     /// Add capabilities to the default set (comma-separated, or "all").
     #[arg(long, value_name = "CAP[,CAP...]")]
@@ -135,6 +216,33 @@ pub struct RunArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
+    /// Register the container with systemd-machined: yes, no, or auto (register when machined
+    /// is reachable; say so when there is a system bus but no machined; on hosts without a
+    /// system bus run unregistered quietly). Unregistered, berth makes the cgroup itself.
+    #[arg(long, value_name = "yes|no|auto", default_value = "auto", value_parser = parse_register)]
+    pub register: crate::register::Mode,
+
+    /// Register the unit berth already runs in (as berth@.service does) instead of creating a
+    /// machine-NAME.scope.
+    #[arg(long = "keep-unit")]
+    pub keep_unit: bool,
+
+    /// Slice for the container's scope (default machine.slice). Without systemd, berth's own
+    /// cgroup goes under a cgroup of that name.
+    #[arg(short = 'S', long, value_name = "SLICE")]
+    pub slice: Option<String>,
+
+    /// A unit property for the container's scope, e.g. MemoryMax=512M, CPUQuota=50%,
+    /// TasksMax=100, IOWeight=200, DeviceAllow=/dev/fuse rw. Without systemd, berth applies the
+    /// resource limits to its own cgroup and refuses those it cannot apply.
+    #[arg(long = "property", value_name = "NAME=VALUE")]
+    pub property: Vec<String>,
+
+    /// The container's UUID (128-bit, hex or dashed), used unless the tree has a valid
+    /// /etc/machine-id.
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
+
     /// The command and its arguments (default: a login shell).
     #[arg(
         trailing_var_arg = true,
@@ -142,6 +250,10 @@ pub struct RunArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
+}
+
+fn parse_register(s: &str) -> Result<crate::register::Mode, String> {
+    s.parse()
 }
 
 /// systemd's boolean words.
@@ -167,8 +279,43 @@ mod tests {
     fn command_after_options_keeps_its_own_flags() {
         let cli =
             Cli::try_parse_from(["berth", "run", "-D", "/x", "ls", "-l", "--bind", "y"]).unwrap();
-        let Command::Run(a) = cli.command;
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(a.command, ["ls", "-l", "--bind", "y"]);
         assert!(a.bind.is_empty());
+    }
+
+    #[test]
+    fn systemd_integration_flags() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "run",
+            "--register=no",
+            "--keep-unit",
+            "-S",
+            "foo.slice",
+            "--property",
+            "MemoryMax=1M",
+            "--property=TasksMax=5",
+            "--uuid",
+            "0123456789abcdef0123456789abcdef",
+            "true",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(a.register, crate::register::Mode::No);
+        assert!(a.keep_unit);
+        assert_eq!(a.slice.as_deref(), Some("foo.slice"));
+        assert_eq!(a.property, ["MemoryMax=1M", "TasksMax=5"]);
+        assert_eq!(a.command, ["true"]);
+        let cli = Cli::try_parse_from(["berth", "run", "true"]).unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(a.register, crate::register::Mode::Auto);
+        assert!(Cli::try_parse_from(["berth", "run", "--register=maybe", "true"]).is_err());
     }
 }

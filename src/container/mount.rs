@@ -171,6 +171,10 @@ pub fn prepare(spec: &Spec, root: &Path, captured: &mut Captured) -> Result<(), 
         None::<&str>,
     )
     .ctx("making the tree a private mount")?;
+    // -x/--ephemeral: a tmpfs-backed overlay stacked on the attached tree
+    if crate::spec::ext::Berth::from_spec(spec).is_ok_and(|b| b.ephemeral) {
+        super::ephemeral::overlay_root(root)?;
+    }
     let rootfd: OwnedFd = fs::File::open(root)
         .ctx(format!("opening {}", root.display()))?
         .into();

@@ -83,6 +83,7 @@ wait_exit() {
 registered() { machinectl show "$1" >/dev/null 2>&1; }
 
 # The cgroup directory of a registered machine: its unit's ControlGroup under /sys/fs/cgroup.
+# Runs in a command substitution, so call it as `cg=$(machine_cgroup NAME) || exit 1`.
 machine_cgroup() {
     local unit cg
     unit=$(machinectl show -p Unit --value "$1") || fail "machine $1 is not registered"

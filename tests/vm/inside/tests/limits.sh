@@ -26,7 +26,7 @@ test_tasks_max_forkbomb() {
     berth_bg "$name" /run/berth-vm/$name.out -D "$BB" --pipe --property TasksMax=16 \
         /bin/sh -c 'sh -c "while :; do sleep 600 & done" 2>/dev/null; exec sleep 600'
     wait_for 60 "machine $name" registered "$name"
-    cg=$(machine_cgroup "$name")
+    cg=$(machine_cgroup "$name") || exit 1
     expect_eq "pids.max of $cg" "$(cat "$cg/pids.max")" 16
     expect_eq "TasksMax of the unit" \
         "$(systemctl show -p TasksMax --value "$(machinectl show -p Unit --value $name)")" 16
@@ -46,7 +46,7 @@ test_cpu_quota_throttles() {
     berth_bg "$name" /run/berth-vm/$name.out -D "$BB" --pipe --property CPUQuota=20% \
         /bin/sh -c 'while :; do :; done'
     wait_for 60 "machine $name" registered "$name"
-    cg=$(machine_cgroup "$name")
+    cg=$(machine_cgroup "$name") || exit 1
     expect_eq "cpu.max of $cg" "$(cat "$cg/cpu.max")" "20000 100000"
     sleep 1
     u1=$(cpu_stat "$cg" usage_usec)

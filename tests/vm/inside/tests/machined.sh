@@ -5,6 +5,9 @@ test_machinectl_status() {
     berth_bg "$name" /run/berth-vm/$name.out -D "$BB" --pipe \
         --property MemoryMax=100M --property TasksMax=50 /bin/sleep 300
     wait_for 60 "machine $name" registered "$name"
+    # berth registers the leader before it execs the payload (as nspawn does).
+    leader=$(machinectl show -p Leader --value "$name")
+    wait_for 30 "the leader $leader to exec sleep" eval "[ \"\$(cat /proc/$leader/comm)\" = sleep ]"
     st=$(machinectl status --no-pager "$name") || fail "machinectl status $name failed"
     note "$st"
     unit=machine-$name.scope
@@ -18,7 +21,6 @@ test_machinectl_status() {
     expect_eq "TasksMax of $unit" "$(systemctl show -p TasksMax --value "$unit")" 50
     expect_eq "Delegate of $unit" "$(systemctl show -p Delegate --value "$unit")" yes
     expect_eq "Slice of $unit" "$(systemctl show -p Slice --value "$unit")" machine.slice
-    leader=$(machinectl show -p Leader --value "$name")
     cg=$(systemctl show -p ControlGroup --value "$unit")
     grep -q "^0::$cg" "/proc/$leader/cgroup" || fail "leader $leader is not in $cg: $(cat /proc/$leader/cgroup)"
     # berth (the supervisor) is not in the scope, so killing the machine does not kill it first.

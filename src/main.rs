@@ -5,6 +5,7 @@
 
 mod cli;
 mod container;
+mod docs;
 mod exit;
 mod seccomp;
 mod spec;
@@ -30,6 +31,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<u8> {
         cli::Command::Run(args) => {
             let spec = spec::from_run_args(&args)?;
             Ok(container::run(&spec)?)
+        }
+        cli::Command::Completion(args) => {
+            let mut out = Vec::new();
+            docs::completion(args.shell, &mut out);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &out)
+                .map_err(|e| anyhow::anyhow!("writing the completion script: {e}"))?;
+            Ok(0)
         }
     }
 }

@@ -69,6 +69,10 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     ("N", "the container's PID 1 exited with status N"),
     ("128+N", "the container's PID 1 was killed by signal N"),
     (
+        "0",
+        "with --boot: the system powered off or halted (one that reboots is started again)",
+    ),
+    (
         "125",
         "berth itself failed; one line on standard error says why",
     ),
@@ -161,7 +165,8 @@ pub struct RunArgs {
     pub system_call_filter: Vec<String>,
 
     /// Signal sent to the container's PID 1 when berth receives SIGTERM, SIGINT or SIGHUP
-    /// (default: SIGKILL, as nspawn without --boot).
+    /// (default: SIGRTMIN+3, systemd's shutdown request, with --boot; SIGKILL otherwise; as
+    /// nspawn).
     #[arg(long = "kill-signal", value_name = "SIGNAL")]
     pub kill_signal: Option<String>,
 
@@ -186,12 +191,19 @@ pub struct RunArgs {
     #[arg(long = "private-network")]
     pub private_network: bool,
 
+    /// Boot the tree's init (/usr/lib/systemd/systemd, /lib/systemd/systemd or /sbin/init) as
+    /// PID 1, with the arguments given to it. Implies -U unless --private-users is given, and
+    /// nspawn's capability set within that user namespace.
+    #[arg(short = 'b', long = "boot", conflicts_with_all = ["as_pid2", "user"])]
+    pub boot: bool,
+
     /// Run the command as PID 2 under a minimal init that reaps zombies and forwards signals,
     /// for commands that are not written to be PID 1.
     #[arg(short = 'a', long = "as-pid2")]
     pub as_pid2: bool,
 
-    /// Console mode (default: interactive on a terminal, pipe otherwise).
+    /// Console mode (default: interactive on a terminal; otherwise read-only with --boot, pipe
+    /// without).
     #[arg(long, value_enum, value_name = "MODE")]
     pub console: Option<ConsoleMode>,
 

@@ -7,6 +7,7 @@ mod cli;
 mod container;
 mod docs;
 mod exit;
+mod notify;
 mod seccomp;
 mod spec;
 mod sys;

@@ -88,6 +88,11 @@ fn setup_and_exec(
         .clone();
     mount::prepare(spec, &root, &mut captured)?;
     mount::mount_all(spec, captured, &ext.uuid)?;
+    if ext.boot {
+        let sock = notify_socket()?;
+        chan.send(&ToParent::Notify, Some(sock.as_raw_fd()))
+            .ctx("passing the notify socket to the supervisor")?;
+    }
     let private_network = has_ns(spec, LinuxNamespaceType::Network);
     mount::protect(spec, private_network)?;
 
@@ -173,6 +178,22 @@ fn setup_and_exec(
     let env = process.env().clone().unwrap_or_default();
     let args = process.args().clone().unwrap_or_default();
     Err(exec::exec(&args, &env, ext.login_shell))
+}
+
+/// /run/host/notify, where the container's systemd sends READY=1 (NOTIFY_SOCKET), bound
+/// before /run/host becomes read-only; the supervisor keeps the receiving end.
+fn notify_socket() -> Result<std::os::fd::OwnedFd, SetupError> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ctx("creating the notify socket")?;
+    let addr = UnixAddr::new("/run/host/notify").ctx("naming the notify socket")?;
+    bind(sock.as_raw_fd(), &addr).ctx("binding /run/host/notify")?;
+    Ok(sock)
 }
 
 fn has_ns(spec: &Spec, t: LinuxNamespaceType) -> bool {

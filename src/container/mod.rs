@@ -8,6 +8,7 @@
 mod caps;
 mod child;
 mod console;
+mod delegate;
 mod error;
 mod exec;
 mod mount;
@@ -40,6 +41,8 @@ pub enum LaunchError {
     },
     #[error(transparent)]
     Userns(#[from] userns::UsernsSetupError),
+    #[error(transparent)]
+    Delegate(#[from] delegate::DelegateError),
 }
 
 fn sys_err(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> LaunchError {
@@ -79,10 +82,19 @@ fn clone_flags(spec: &Spec) -> u64 {
 }
 
 /// Runs the container to completion and returns the exit status berth should report.
+/// How the container's init ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Exited(i32),
+    Killed(i32),
+}
+
+/// Runs the container to completion and returns the exit status berth should report. A
+/// booted system that reboots (its init killed by SIGHUP, which is how the kernel reports
+/// reboot(2) in a PID namespace) is started again, as nspawn does.
 pub fn run(spec: &Spec) -> anyhow::Result<u8> {
     let ext = Berth::from_spec(spec)?;
     let bpf = seccomp::compile(spec)?;
-    let (parent_chan, child_chan) = msg::pair().map_err(sys_err("creating the control socket"))?;
 
     // Signals are taken through a signalfd; block them before clone so none is lost.
     let mut handled = SigSet::empty();
@@ -99,6 +111,34 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
     let sigfd = SignalFd::with_flags(&handled, SfdFlags::SFD_CLOEXEC)
         .map_err(sys_err("creating a signalfd"))?;
 
+    loop {
+        let end = launch(spec, &ext, bpf.as_ref(), &sigfd)?;
+        return Ok(match (ext.boot, end) {
+            (true, End::Killed(libc::SIGHUP)) => {
+                if !ext.quiet {
+                    eprintln!("berth: container {} is rebooting", ext.machine);
+                }
+                continue;
+            }
+            // reboot(2) with power-off or halt: the system shut down as asked.
+            (true, End::Killed(libc::SIGINT)) => 0,
+            // 133 is how a unit asks for a restart; a payload's own 133 must not.
+            (true, End::Exited(133)) => 1,
+            (_, End::Exited(n)) => n as u8,
+            (_, End::Killed(sig)) => (128 + sig) as u8,
+        });
+    }
+}
+
+/// One life of the container: create, place, supervise, reap.
+fn launch(
+    spec: &Spec,
+    ext: &Berth,
+    bpf: Option<&crate::seccomp::Bpf>,
+    sigfd: &SignalFd,
+) -> anyhow::Result<End> {
+    let (parent_chan, child_chan) = msg::pair().map_err(sys_err("creating the control socket"))?;
+
     let private_network = has_ns(spec, LinuxNamespaceType::Network);
     let userns = has_ns(spec, LinuxNamespaceType::User);
     let captured = mount::capture(spec, userns, private_network).map_err(|e| Coded {
@@ -112,8 +152,9 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
     {
         Forked::Child => {
             drop(parent_chan);
-            drop(sigfd);
-            child::run(spec, &ext, bpf.as_ref(), child_chan, captured)
+            // SAFETY: the child's copy of the signalfd is not used; close it.
+            unsafe { libc::close(sigfd.as_raw_fd()) };
+            child::run(spec, ext, bpf, child_chan, captured)
         }
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
@@ -137,12 +178,20 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
     // Placement: the systemd integration (cgroup, machined registration) goes here, after the
     // container exists and before it may exec.
 
+    // A booted system in its own user namespace manages its cgroup subtree itself.
+    if ext.boot && userns {
+        let (base, _) = userns::range(spec).expect("a user namespace has a map");
+        delegate::delegate(pid, base, base)?;
+    }
+
     // If the child already failed, sending fails too; its Failed message is still queued.
     let _ = parent_chan.send(&ToChild::Go, None);
     let mut master: Option<OwnedFd> = None;
+    let mut notify: Option<OwnedFd> = None;
     loop {
         match parent_chan.recv::<ToParent>() {
             Ok(Some((ToParent::PtyMaster, fd))) => master = fd,
+            Ok(Some((ToParent::Notify, fd))) => notify = fd,
             Ok(Some((ToParent::Failed { code, msg }, _))) => {
                 container.reap();
                 return Err(Coded { code, msg }.into());
@@ -164,8 +213,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
     unsafe { libc::malloc_trim(0) };
     shed_text();
 
-    let status = supervise(&mut container, &ext, master, &sigfd)?;
-    Ok(status)
+    supervise(&mut container, ext, master, notify, sigfd)
 }
 
 /// Drops the mappings of berth's own code pages while the container runs: the kernel's
@@ -208,10 +256,10 @@ impl Running {
         }
     }
 
-    /// Waits for the container's init and returns its status as a shell would show it.
-    fn reap(&mut self) -> u8 {
+    /// Waits for the container's init and returns how it ended.
+    fn reap(&mut self) -> End {
         let Some(fd) = self.pidfd.take() else {
-            return exit::FAILURE;
+            return End::Exited(exit::FAILURE as i32);
         };
         loop {
             // SAFETY: siginfo_t is plain data filled by the kernel.
@@ -223,13 +271,13 @@ impl Running {
                 // SAFETY: for CLD_* codes the status field is valid.
                 let status = unsafe { info.si_status() };
                 return if info.si_code == libc::CLD_EXITED {
-                    status as u8
+                    End::Exited(status)
                 } else {
-                    (128 + status) as u8
+                    End::Killed(status)
                 };
             }
             if nix::errno::Errno::last() != nix::errno::Errno::EINTR {
-                return exit::FAILURE;
+                return End::Exited(exit::FAILURE as i32);
             }
         }
     }
@@ -266,8 +314,9 @@ fn supervise(
     c: &mut Running,
     ext: &Berth,
     master: Option<OwnedFd>,
+    notify: Option<OwnedFd>,
     sigfd: &SignalFd,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<End> {
     let stdout = std::io::stdout();
     let interactive = ext.console == ConsoleMode::Interactive && master.is_some();
     let relay_out = matches!(
@@ -316,6 +365,10 @@ fn supervise(
                 PollFlags::POLLIN,
             ));
         }
+        let notify_idx = fds.len();
+        if let Some(n) = &notify {
+            fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
@@ -338,7 +391,11 @@ fn supervise(
             read_stdin && ready(2),
             read_master && ready(master_idx),
         );
+        let n_ready = notify.is_some() && ready(notify_idx);
         drop(fds);
+        if n_ready {
+            relay_notify(notify.as_ref().expect("polled").as_fd(), &mut buf);
+        }
         if m_ready {
             match nix::unistd::read(master.as_ref().expect("relay"), &mut buf) {
                 Ok(n) if n > 0 => {
@@ -381,6 +438,31 @@ fn supervise(
             }
             return Ok(status);
         }
+    }
+}
+
+/// The container's systemd reports on /run/host/notify; berth passes READY=1 and STATUS= on
+/// to its own service manager, so a Type=notify berth@.service is ready when the system is.
+fn relay_notify(sock: BorrowedFd<'_>, buf: &mut [u8]) {
+    let Ok(n) = nix::sys::socket::recv(
+        sock.as_raw_fd(),
+        buf,
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    ) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let relayed: Vec<String> = text
+        .lines()
+        .filter_map(|l| match l {
+            "READY=1" => Some("READY=1".to_string()),
+            _ => l
+                .strip_prefix("STATUS=")
+                .map(|st| format!("STATUS=Container: {st}")),
+        })
+        .collect();
+    if !relayed.is_empty() {
+        crate::notify::notify(&relayed.join("\n"));
     }
 }
 

@@ -14,6 +14,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 pub enum ToParent {
     /// The pty master follows as an fd in the same datagram.
     PtyMaster,
+    /// The container's end of /run/host/notify follows as an fd (booted systems).
+    Notify,
     /// Setup or exec failed; `code` is the exit status berth should report.
     Failed { code: u8, msg: String },
 }

@@ -79,6 +79,13 @@ pub const DESCRIPTION: &[Block] = &[
        as `systemd-nspawn -M` looks up /var/lib/machines/*NAME*.",
     )
     .needs(&["--store", "run -M"]),
+    p(
+        "With `-b`, the tree's own init boots as PID 1 and the container follows systemd's \
+       container interface: $container is berth, /dev/console is a pty relayed to berth's \
+       terminal, the cgroup tree is writable and delegated, SIGTERM to berth asks the system \
+       to shut down (SIGRTMIN+3), and a reboot starts it again.",
+    )
+    .needs(&["run --boot"]),
     p("The commands are listed below; each has its own page with every option."),
 ];
 
@@ -106,10 +113,11 @@ pub const ENVIRONMENT: &[Block] = &[
     .needs(&["import-tar"]),
     item(
         "`NOTIFY_SOCKET`",
-        "Set by systemd for a Type=notify service such as `berth@.service`(8): berth sends \
-         READY=1 there once the container runs, and STOPPING=1 when it has stopped.",
+        "Set by systemd for a Type=notify service: with `--boot`, berth passes READY=1 and \
+         STATUS= from the container's systemd on to it, so the service is ready when the \
+         booted system is.",
     )
-    .needs(&["run --keep-unit"]),
+    .needs(&["run --boot"]),
     item(
         "`TERM`",
         "Passed into the container unless the console mode is pipe (`--console=pipe`, the \
@@ -141,6 +149,12 @@ pub const FILES: &[Block] = &[
         "Inside the container: container-manager (\"berth\"), container-uuid, os-release (the \
          host's), as systemd's container interface describes.",
     ),
+    item(
+        "`/run/host/notify`",
+        "Inside a booted container: the socket its systemd reports readiness on \
+         (NOTIFY_SOCKET in its environment).",
+    )
+    .needs(&["run --boot"]),
     item(
         "`/usr/lib/systemd/system/berth@.service`, `/usr/local/lib/systemd/system/berth@.service`",
         "The unit template that runs a container as a service, see `berth@.service`(8): a \
@@ -178,12 +192,17 @@ pub const EXAMPLES: &[Block] = &[
     )
     .needs(&["import-oci"]),
     ex(
-        "Boot the tree's init as PID 1 and log in on its console; from another terminal, \
-         `machinectl login debian` logs in too, and `machinectl poweroff debian` shuts it \
-         down cleanly:",
+        "Boot a Debian tree and log in on its console: its systemd runs as PID 1 in a user \
+         namespace; poweroff inside, or SIGTERM to berth, shuts it down and berth exits 0:",
         "berth run -b -D /var/lib/machines/debian",
     )
     .needs(&["run --boot"]),
+    ex(
+        "While it runs, from another terminal:",
+        "machinectl login debian\nmachinectl shell debian /bin/systemctl is-system-running\n\
+         machinectl poweroff debian",
+    )
+    .needs(&["run --boot", "run --register"]),
     ex(
         "Limit a container's memory and tasks through its scope unit:",
         "berth run -D /var/lib/machines/debian --property=MemoryMax=512M \\\n    \

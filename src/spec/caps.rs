@@ -25,6 +25,47 @@ pub const DEFAULT: &[Cap] = &[
     Cap::NetRaw,
 ];
 
+/// systemd-nspawn's set (v252), for booted containers: namespaced by the user namespace that
+/// -b implies, and what a container's systemd expects to hold.
+pub const NSPAWN: &[Cap] = &[
+    Cap::AuditControl,
+    Cap::AuditWrite,
+    Cap::Chown,
+    Cap::DacOverride,
+    Cap::DacReadSearch,
+    Cap::Fowner,
+    Cap::Fsetid,
+    Cap::IpcOwner,
+    Cap::Kill,
+    Cap::Lease,
+    Cap::LinuxImmutable,
+    Cap::Mknod,
+    Cap::NetBindService,
+    Cap::NetBroadcast,
+    Cap::NetRaw,
+    Cap::Setfcap,
+    Cap::Setgid,
+    Cap::Setpcap,
+    Cap::Setuid,
+    Cap::SysAdmin,
+    Cap::SysBoot,
+    Cap::SysChroot,
+    Cap::SysNice,
+    Cap::SysPtrace,
+    Cap::SysResource,
+    Cap::SysTtyConfig,
+];
+
+/// Of `set`, what berth itself holds: a default must not fail where berth lacks a capability
+/// (this CI's kind of VM lacks CAP_SYS_RESOURCE).
+pub fn held_of(set: &[Cap]) -> HashSet<Cap> {
+    let held = held();
+    set.iter()
+        .copied()
+        .filter(|c| held.contains(&to_caps(*c)))
+        .collect()
+}
+
 /// Capabilities that let root in the container act on the host; adding one prints a warning.
 pub const HOST_REACHING: &[Cap] = &[
     Cap::SysAdmin,

@@ -40,6 +40,8 @@ pub struct Berth {
     /// Sent to PID 1 on SIGTERM/SIGINT/SIGHUP; `None` means SIGKILL, as nspawn does.
     pub kill_signal: Option<i32>,
     pub as_pid2: bool,
+    /// PID 1 is the tree's init: powering off is success, a reboot restarts the container.
+    pub boot: bool,
     /// No command was given: process.args[0] is the preferred shell, run as a login shell.
     pub login_shell: bool,
     pub quiet: bool,
@@ -71,6 +73,7 @@ impl Berth {
         }
         for (k, v) in [
             ("as-pid2", self.as_pid2),
+            ("boot", self.boot),
             ("login-shell", self.login_shell),
             ("quiet", self.quiet),
         ] {
@@ -99,6 +102,7 @@ impl Berth {
                 ),
             },
             as_pid2: flag("as-pid2"),
+            boot: flag("boot"),
             login_shell: flag("login-shell"),
             quiet: flag("quiet"),
             ownership: match get("userns-ownership") {
@@ -122,6 +126,7 @@ mod tests {
             console: ConsoleMode::ReadOnly,
             kill_signal: Some(37),
             as_pid2: true,
+            boot: true,
             login_shell: false,
             quiet: true,
             ownership: Ownership::Map,

@@ -5,6 +5,7 @@
 //! Everything that can be checked before a process is started is checked here, so that bad
 //! input fails with one line and nothing on the host has been touched.
 
+pub mod boot;
 pub mod caps;
 pub mod ext;
 pub mod machine;
@@ -63,6 +64,10 @@ pub enum SpecError {
     CapabilityNotHeld(#[from] caps::NotHeld),
     #[error(transparent)]
     User(#[from] passwd::LookupError),
+    #[error("-b: {0} is not an OS tree (it has no /etc/os-release or /usr/lib/os-release)")]
+    NotAnOsTree(PathBuf),
+    #[error("-b: no init in {0} (looked for {inits})", inits = boot::INITS.join(", "))]
+    NoInit(PathBuf),
     #[error("the tree's /etc/machine-id is all zeros, which is not a valid machine id")]
     ZeroMachineId,
     #[error(transparent)]
@@ -111,12 +116,17 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         args.console.unwrap_or_else(|| {
             if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
                 ConsoleMode::Interactive
+            } else if args.boot {
+                // A booted system needs a /dev/console; its output still reaches berth's.
+                ConsoleMode::ReadOnly
             } else {
                 ConsoleMode::Pipe
             }
         })
     };
     let kill_signal = match &args.kill_signal {
+        // systemd halts on SIGRTMIN+3; SIGTERM would only make it re-execute.
+        None if args.boot => Some(libc::SIGRTMIN() + 3),
         None => None,
         Some(s) => {
             Some(signal::parse(s).ok_or_else(|| opt_err("kill-signal", s, "unknown signal"))?)
@@ -124,7 +134,9 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
     };
 
     // User namespace: -U is pick+auto when the kernel can, else off, as nspawn's -U.
-    let (mode, ownership) = if args.private_users_pick && args.private_users.is_none() {
+    // -b without a word on user namespaces means -U (issue 8: secure by default).
+    let pick = args.private_users_pick || (args.boot && args.private_users.is_none());
+    let (mode, ownership) = if pick && args.private_users.is_none() {
         match userns::kernel_supports() {
             Ok(()) => (userns::Mode::Pick, userns::Ownership::Auto),
             Err(_) => (userns::Mode::No, userns::Ownership::Off),
@@ -133,7 +145,7 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         let m = userns::parse_mode(args.private_users.as_deref().unwrap_or("no"))?;
         (
             m,
-            if args.private_users_pick {
+            if pick {
                 userns::Ownership::Auto
             } else {
                 userns::Ownership::Off
@@ -149,6 +161,11 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         userns::kernel_supports()?;
     }
     let range = userns::resolve(mode, &root, &machine)?;
+    if args.boot && range.is_none() && !args.quiet {
+        eprintln!(
+            "berth: warning: booting without a user namespace: the container's root is the host's root and it can reach the host"
+        );
+    }
 
     let user = match &args.user {
         Some(u) => Some(passwd::lookup(&root_fd, u)?),
@@ -157,7 +174,11 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
     let uuid = container_uuid(&root_fd)?;
 
     // Capabilities: defaults, plus --capability, minus --drop-capability (nspawn's order).
-    let mut caps_set: HashSet<Capability> = caps::DEFAULT.iter().copied().collect();
+    let mut caps_set: HashSet<Capability> = if args.boot {
+        caps::held_of(caps::NSPAWN)
+    } else {
+        caps::DEFAULT.iter().copied().collect()
+    };
     if args.private_network {
         caps_set.insert(Capability::NetAdmin);
     }
@@ -171,7 +192,8 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         .map(|c| caps::name(*c))
         .collect();
     reaching.sort();
-    if !reaching.is_empty() && !args.quiet {
+    // In a user namespace capabilities are the namespace's, not the host's.
+    if !reaching.is_empty() && !args.quiet && range.is_none() {
         eprintln!(
             "berth: warning: {} lets the container reach the host; it is no security boundary",
             reaching.join(", ")
@@ -204,6 +226,10 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         ("container".into(), "berth".into()),
         ("container_uuid".into(), uuid.clone()),
     ];
+    if args.boot {
+        // The container's systemd reports readiness here; berth relays it (Type=notify units).
+        env.push(("NOTIFY_SOCKET".into(), "/run/host/notify".into()));
+    }
     let (home, uname) = match &user {
         Some(u) => (u.home.clone(), u.name.clone()),
         None => ("/root".into(), "root".into()),
@@ -236,8 +262,16 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         env.push((k, v));
     }
 
-    let login_shell = args.command.is_empty();
-    let command = if login_shell {
+    if args.boot && !boot::has_os_release(&root_fd) {
+        return Err(SpecError::NotAnOsTree(root.clone()));
+    }
+    let login_shell = args.command.is_empty() && !args.boot;
+    let command = if args.boot {
+        let init = boot::find_init(&root_fd).ok_or_else(|| SpecError::NoInit(root.clone()))?;
+        std::iter::once(init.to_string())
+            .chain(args.command.iter().cloned())
+            .collect()
+    } else if login_shell {
         vec![
             user.as_ref()
                 .map(|u| u.shell.clone())
@@ -290,7 +324,7 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut mounts = api_mounts()?;
+    let mut mounts = api_mounts(args.boot)?;
     mounts.extend(host_files(&root_fd, args.private_network)?);
     mounts.extend(user_mounts(args)?);
 
@@ -328,6 +362,7 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         console,
         kill_signal,
         as_pid2: args.as_pid2,
+        boot: args.boot,
         login_shell,
         quiet: args.quiet,
         ownership: if range.is_some() {
@@ -391,7 +426,13 @@ fn mount(dst: &str, typ: &str, src: &str, opts: &[&str]) -> Result<Mount, SpecEr
 }
 
 /// The container interface's API file systems, in the order they are mounted.
-fn api_mounts() -> Result<Vec<Mount>, SpecError> {
+fn api_mounts(boot: bool) -> Result<Vec<Mount>, SpecError> {
+    // A booted systemd manages its own cgroup subtree (delegated); a command only reads it.
+    let cgroup: &[&str] = if boot {
+        &["nosuid", "noexec", "nodev"]
+    } else {
+        &["nosuid", "noexec", "nodev", "ro"]
+    };
     Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -437,12 +478,7 @@ fn api_mounts() -> Result<Vec<Mount>, SpecError> {
             "sysfs",
             &["nosuid", "noexec", "nodev", "ro"],
         )?,
-        mount(
-            "/sys/fs/cgroup",
-            "cgroup2",
-            "cgroup",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )?,
+        mount("/sys/fs/cgroup", "cgroup2", "cgroup", cgroup)?,
         mount(
             "/run",
             "tmpfs",

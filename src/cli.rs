@@ -61,7 +61,8 @@ no CAP_SYS_ADMIN, CAP_SYS_PTRACE or CAP_SYS_MODULE), and a seccomp filter denies
 perf events, userfaultfd, kexec, module loading, open_by_handle_at, mounts and new namespaces. \
 no_new_privs stays off, as in nspawn, so set-uid programs work. --capability=all restores \
 nspawn's power, with a warning that the container can reach the host. -U adds a user namespace, \
-so that root in the container is an unprivileged UID on the host.";
+so that root in the container is an unprivileged UID on the host; -b boots in one by default, \
+with nspawn's capability set within it.";
 
 /// `berth run`'s exit status, one (status, meaning) pair a line: shown after `berth run --help`
 /// and as the EXIT STATUS section of berth(1) and berth-run(1). See [`crate::exit`].

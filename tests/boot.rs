@@ -19,14 +19,26 @@ fn debian() -> &'static Path {
             .output()
             .expect("running images/debian/build");
         assert!(out.status.success(), "images/debian/build failed");
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().next().unwrap().trim())
+        PathBuf::from(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .trim(),
+        )
     })
 }
 
 /// A private copy, as a booted system writes to its tree.
 fn debian_copy(tmp: &Path) -> PathBuf {
     let dst = tmp.join("debian");
-    let st = Command::new("cp").arg("-a").arg(debian()).arg(&dst).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(debian())
+        .arg(&dst)
+        .status()
+        .unwrap();
     assert!(st.success());
     dst
 }
@@ -40,13 +52,26 @@ impl Booted {
     fn start(root: &Path, name: &str, tmp: &Path) -> Booted {
         let log = tmp.join(format!("{name}.log"));
         let child = berth()
-            .args(["run", "-D", root.to_str().unwrap(), "-b", "-M", name, "--register=no"])
+            .args([
+                "run",
+                "-D",
+                root.to_str().unwrap(),
+                "-b",
+                "-M",
+                name,
+                "--register=no",
+            ])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::from(std::fs::File::options().append(true).open(&log).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::options().append(true).open(&log).unwrap(),
+            ))
             .spawn()
             .unwrap();
-        Booted { child: Some(child), log }
+        Booted {
+            child: Some(child),
+            log,
+        }
     }
 
     fn berth_pid(&self) -> u32 {
@@ -55,7 +80,9 @@ impl Booted {
 
     /// The container's PID 1 on the host: berth's child.
     fn init_pid(&self) -> Option<u32> {
-        let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.berth_pid())).ok()?;
+        let kids =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.berth_pid()))
+                .ok()?;
         kids.split_whitespace().next()?.parse().ok()
     }
 
@@ -70,12 +97,19 @@ impl Booted {
 
     /// `systemctl is-system-running --wait`, with the failed units named when degraded.
     fn wait_running(&self) -> String {
-        assert!(eventually(60, || self.init_pid().is_some()), "no container: {}", self.log());
+        assert!(
+            eventually(60, || self.init_pid().is_some()),
+            "no container: {}",
+            self.log()
+        );
         let o = self.nsenter(&["systemctl", "is-system-running", "--wait"]);
         let state = String::from_utf8_lossy(&o.stdout).trim().to_string();
         if state == "degraded" {
             let failed = self.nsenter(&["systemctl", "--failed", "--no-legend", "--plain"]);
-            eprintln!("degraded; failed units:\n{}", String::from_utf8_lossy(&failed.stdout));
+            eprintln!(
+                "degraded; failed units:\n{}",
+                String::from_utf8_lossy(&failed.stdout)
+            );
         }
         state
     }
@@ -114,19 +148,41 @@ fn boots_to_running_and_halts_cleanly_on_sigterm() {
     let before = host_mounts();
     let mut b = Booted::start(&root, "boot-term", tmp.path());
     let state = b.wait_running();
-    assert!(state == "running" || state == "degraded", "state {state:?}; log:\n{}", b.log());
+    assert!(
+        state == "running" || state == "degraded",
+        "state {state:?}; log:\n{}",
+        b.log()
+    );
     // The container interface, seen by the booted system.
     let o = b.nsenter(&["sh", "-c", "echo $(systemd-detect-virt -c) $(cat /run/host/container-manager) $(hostname); cat /proc/self/uid_map"]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.starts_with("container-other berth boot-term\n"), "{out}");
-    assert!(!out.contains(" 0          0 "), "a booted container gets a user namespace by default: {out}");
+    assert!(
+        out.starts_with("container-other berth boot-term\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(" 0          0 "),
+        "a booted container gets a user namespace by default: {out}"
+    );
     // Its systemd owns its cgroup subtree.
-    let o = b.nsenter(&["sh", "-c", "ls /sys/fs/cgroup | grep -c -e init.scope -e system.slice"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2", "delegated cgroup tree");
+    let o = b.nsenter(&[
+        "sh",
+        "-c",
+        "ls /sys/fs/cgroup | grep -c -e init.scope -e system.slice",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "2",
+        "delegated cgroup tree"
+    );
     // SIGTERM becomes SIGRTMIN+3: systemd halts, and berth exits 0.
     unsafe { libc::kill(b.berth_pid() as i32, libc::SIGTERM) };
     assert_eq!(b.wait(90), Some(0), "log:\n{}", b.log());
-    assert!(b.log().contains("Halting system") || b.log().contains("System Halt"), "{}", b.log());
+    assert!(
+        b.log().contains("Halting system") || b.log().contains("System Halt"),
+        "{}",
+        b.log()
+    );
     assert_eq!(host_mounts(), before);
 }
 
@@ -136,12 +192,24 @@ fn reboot_restarts_in_the_same_run_and_poweroff_exits_0() {
     let root = debian_copy(tmp.path());
     let mut b = Booted::start(&root, "boot-reboot", tmp.path());
     let state = b.wait_running();
-    assert!(state == "running" || state == "degraded", "{state}: {}", b.log());
+    assert!(
+        state == "running" || state == "degraded",
+        "{state}: {}",
+        b.log()
+    );
     let first = b.init_pid().unwrap();
     let _ = b.nsenter(&["systemctl", "reboot"]);
-    assert!(eventually(90, || b.init_pid().is_some_and(|p| p != first)), "not restarted: {}", b.log());
+    assert!(
+        eventually(90, || b.init_pid().is_some_and(|p| p != first)),
+        "not restarted: {}",
+        b.log()
+    );
     let state = b.wait_running();
-    assert!(state == "running" || state == "degraded", "after reboot {state}: {}", b.log());
+    assert!(
+        state == "running" || state == "degraded",
+        "after reboot {state}: {}",
+        b.log()
+    );
     let _ = b.nsenter(&["systemctl", "poweroff"]);
     assert_eq!(b.wait(90), Some(0), "{}", b.log());
 }
@@ -152,11 +220,27 @@ fn trees_that_cannot_boot_are_refused_with_one_line() {
     let root = busybox_copy(tmp.path());
     // busybox has os-release; without its /sbin/init applet, no init where nspawn looks.
     std::fs::remove_file(root.join("sbin/init")).unwrap();
-    let o = run_with(&["run", "-D", root.to_str().unwrap(), "-b", "--register=no"], None);
+    let o = run_with(
+        &["run", "-D", root.to_str().unwrap(), "-b", "--register=no"],
+        None,
+    );
     o.assert_one_line_error(125, "no init");
     std::fs::remove_file(root.join("etc/os-release")).unwrap();
-    let o = run_with(&["run", "-D", root.to_str().unwrap(), "-b", "--register=no"], None);
+    let o = run_with(
+        &["run", "-D", root.to_str().unwrap(), "-b", "--register=no"],
+        None,
+    );
     o.assert_one_line_error(125, "not an OS tree");
-    let o = run_with(&["run", "-D", root.to_str().unwrap(), "-b", "--as-pid2", "/bin/true"], None);
+    let o = run_with(
+        &[
+            "run",
+            "-D",
+            root.to_str().unwrap(),
+            "-b",
+            "--as-pid2",
+            "/bin/true",
+        ],
+        None,
+    );
     assert_ne!(o.code, 0);
 }

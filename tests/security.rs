@@ -73,6 +73,7 @@ attempts! {
     write_release_agent_root: [] ["write", "/sys/fs/cgroup/release_agent", ""] => None, Plain;
     mknod_block_device_and_open: [] ["mknod-blk", "/tmp/disk", "{ROOTMAJ}", "{ROOTMIN}"] => EPERM, Plain;
     mknod_block_device_in_dev: [] ["mknod-blk", "/dev/disk", "{ROOTMAJ}", "{ROOTMIN}"] => EPERM, Plain;
+    mknod_kmsg_char_device: [] ["mknod-chr", "/dev/kmsg2", "1", "11"] => EPERM, Plain;
     ptrace_host_process: [] ["ptrace", "{HOSTPID}"] => None, Plain;
     kill_host_process: [] ["kill", "{HOSTPID}"] => None, Plain;
     load_module_init_module: [] ["init_module"] => EPERM, Plain;
@@ -102,6 +103,7 @@ attempts! {
     x32_mount: [] ["x32", "mount"] => EPERM, Plain;
     x32_userfaultfd: [] ["x32", "userfaultfd"] => EPERM, Plain;
     read_launcher_exe_as_pid2: ["--as-pid2"] ["read", "/proc/1/exe"] => None, Plain;
+    read_launcher_environ_as_pid2: ["--as-pid2"] ["read", "/proc/1/environ"] => None, Plain;
     inherited_fd: [] ["fd", "7"] => Some("EBADF"), InheritFd;
     cwd_outside_the_root: [] ["cwd-escape"] => Some("EXDEV"), HostCwd;
 }
@@ -254,6 +256,11 @@ fn attempts_succeed_where_explicitly_allowed() {
     };
     ok(&["--capability=CAP_SYS_ADMIN"], &["mount", "tmpfs", "/tmp"]);
     ok(&["--capability=CAP_SYS_ADMIN"], &["unshare-user"]);
+    // Device nodes: with CAP_SYS_ADMIN the filter lets mknod through (here: a harmless null).
+    ok(
+        &["--capability=CAP_SYS_ADMIN"],
+        &["mknod-chr", "/dev/null2", "1", "3"],
+    );
     ok(&["--system-call-filter=@keyring"], &["keyctl"]);
     ok(&[], &["i386", "getpid"]);
     ok(&["--as-pid2"], &["read", "/proc/self/exe"]);
@@ -270,7 +277,7 @@ fn attempts_succeed_where_explicitly_allowed() {
 }
 
 #[test]
-fn the_container_runs_under_the_filter_on_every_thread() {
+fn the_payload_runs_under_the_filter() {
     let o = sh(&[], "grep -E '^(Seccomp|NoNewPrivs)' /proc/self/status");
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.contains("Seccomp:\t2\n"), "{o:?}");
@@ -304,11 +311,21 @@ fn system_call_filter_errors_are_one_line() {
         None,
     );
     o.assert_one_line_error(125, "unknown system call group \"@nosuchgroup\"");
+    let o = run_with(
+        &[
+            "run",
+            "-D",
+            &img,
+            "--system-call-filter=~@file-system",
+            "true",
+        ],
+        None,
+    );
+    o.assert_one_line_error(125, "denies chdir, which berth needs");
 }
 
 #[test]
 fn system_call_filter_denies_on_top_of_the_default() {
-    // ~@file-system would also stop berth's own chdir; deny something the payload alone uses.
     let script = "mkdir /tmp/d; echo rc=$?";
     let o = sh(&["--system-call-filter=~mkdir mkdirat"], script);
     assert_eq!(o.stdout, "rc=1\n", "{o:?}");
@@ -352,4 +369,37 @@ fn count_blocked_attempts_berth_vs_nspawn() {
         n = ATTEMPTS.len()
     );
     assert_eq!(berth_blocked, ATTEMPTS.len());
+}
+
+/// With its own user namespace (-U) the container may create nested namespaces, as podman
+/// allows (the kernel then checks capabilities against that namespace); the host stays out of
+/// reach: keyrings, bpf, mounts over /proc and device nodes still fail.
+#[test]
+fn own_user_namespace_allows_nesting_but_not_escapes() {
+    let img = busybox();
+    let run = |args: &'static [&'static str]| {
+        let a = Attempt {
+            name: "userns",
+            flags: &["-U"],
+            args,
+            errno: None,
+            setup: Setup::None,
+        };
+        let o = run_attempt(berth_cmd(), img, &a);
+        verdict(&a, &o)
+    };
+    assert_eq!(run(&["unshare-user"]), None);
+    assert_eq!(run(&["clone-newuser"]), None);
+    let escapes: [&'static [&'static str]; 7] = [
+        &["keyctl"],
+        &["bpf"],
+        &["mount", "proc", "/tmp"],
+        &["remount-rw", "/proc/sys"],
+        &["umount", "/proc/kallsyms"],
+        &["mknod-blk", "/tmp/disk", "8", "0"],
+        &["i386", "keyctl"],
+    ];
+    for args in escapes {
+        assert!(run(args).is_some(), "{args:?} succeeded with -U");
+    }
 }

@@ -10,15 +10,21 @@ use std::path::{Path, PathBuf};
 pub enum DelegateError {
     #[error("reading the container's cgroup: {0}")]
     Read(std::io::Error),
-    #[error("the container shares berth's own cgroup {0}; it needs a cgroup of its own to be delegated")]
+    #[error(
+        "the container shares berth's own cgroup {0}; it needs a cgroup of its own to be delegated"
+    )]
     Shared(String),
     #[error("delegating {path} to the container: {source}")]
-    Chown { path: PathBuf, source: std::io::Error },
+    Chown {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The cgroup2 path of `pid` ("0::/machine.slice/machine-x.scope" in /proc/PID/cgroup).
 fn v2_path(pid: libc::pid_t) -> Result<String, DelegateError> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(DelegateError::Read)?;
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(DelegateError::Read)?;
     Ok(text
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
@@ -45,7 +51,12 @@ pub fn delegate(pid: libc::pid_t, uid: u32, gid: u32) -> Result<(), DelegateErro
         return Err(DelegateError::Shared(cg));
     }
     let dir = v2_mount().join(cg.trim_start_matches('/'));
-    for p in [dir.clone(), dir.join("cgroup.procs"), dir.join("cgroup.threads"), dir.join("cgroup.subtree_control")] {
+    for p in [
+        dir.clone(),
+        dir.join("cgroup.procs"),
+        dir.join("cgroup.threads"),
+        dir.join("cgroup.subtree_control"),
+    ] {
         match std::os::unix::fs::chown(&p, Some(uid), Some(gid)) {
             Ok(()) => {}
             // cgroup.threads is absent on older kernels.

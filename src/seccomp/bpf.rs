@@ -37,6 +37,8 @@ pub const DEFAULT_CACHE_DIR: &str = "/run/berth/seccomp";
 const FORMAT: u32 = 1;
 const MAGIC: &[u8; 8] = b"BERTHBPF";
 const MAX_INSNS: usize = 4096;
+/// Entries kept in the cache directory; older ones are removed when a new one is written.
+const MAX_ENTRIES: usize = 32;
 
 /// One or more BPF programs, ready for the kernel, in load order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +175,9 @@ pub fn compile_cached(profile: &LinuxSeccomp, dir: Option<&Path>) -> Result<Bpf,
         return Ok(bpf);
     }
     let bpf = compile_uncached(profile)?;
-    let _ = write_entry(&path, &bpf.encode());
+    if write_entry(&path, &bpf.encode()).is_ok() {
+        prune(dir, MAX_ENTRIES);
+    }
     Ok(bpf)
 }
 
@@ -236,6 +240,26 @@ fn write_entry(path: &Path, data: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+/// Keeps the `keep` most recently written entries (one per distinct profile: capabilities and
+/// --system-call-filter make them differ), so the directory cannot grow without bound.
+pub(crate) fn prune(dir: &Path, keep: usize) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".bpf"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if entries.len() <= keep {
+        return;
+    }
+    entries.sort();
+    for (_, p) in &entries[..entries.len() - keep] {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 fn lerr(what: impl std::fmt::Display, e: libseccomp::error::SeccompError) -> SeccompError {

@@ -51,6 +51,10 @@ pub enum SeccompError {
     UnknownSyscall(String),
     #[error("unknown system call group \"{0}\" in --system-call-filter")]
     UnknownGroup(String),
+    #[error(
+        "--system-call-filter denies {0}, which berth needs after loading the filter to start the container"
+    )]
+    NeededByLauncher(String),
     #[error("compiling the seccomp filter: {0}")]
     Compile(String),
     #[error("loading the seccomp filter: {0}")]
@@ -77,7 +81,8 @@ pub const CLONE_NS_MASK: u64 = 0x7E02_0000;
 
 /// Docker's unconditional allow list (moby profiles/seccomp/default.json) without the io_uring
 /// calls (denied: their operations bypass seccomp), plus the x86 specials Docker allows per arch
-/// (arch_prctl, modify_ldt) and ptrace/process_vm_* (Docker: kernel >= 4.8).
+/// (arch_prctl, modify_ldt), ptrace/process_vm_* (Docker: kernel >= 4.8) and fchmodat2 (glibc
+/// >= 2.39 uses it for lchmod and falls back only on ENOSYS; nspawn's @file-system has it).
 const BASE_ALLOW: &[&str] = &[
     "_llseek",
     "_newselect",
@@ -134,6 +139,7 @@ const BASE_ALLOW: &[&str] = &[
     "fchdir",
     "fchmod",
     "fchmodat",
+    "fchmodat2",
     "fchown",
     "fchown32",
     "fchownat",
@@ -539,9 +545,31 @@ const S_IFMT: u64 = 0o170000;
 const S_IFCHR: u64 = 0o020000;
 const S_IFBLK: u64 = 0o060000;
 
+/// What the launcher's child calls between loading the filter and exec (identity, capabilities,
+/// working directory, signal state, descriptors). Denying one would only make the start fail
+/// later, so it is refused up front. (Its report of a failed exec goes over `sendmsg`; with
+/// `~@network-io` such a failure still gives the right exit status, without the message.)
+pub const NEEDED_BY_LAUNCHER: &[&str] = &[
+    "capget",
+    "capset",
+    "chdir",
+    "close_range",
+    "execve",
+    "exit_group",
+    "prctl",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "setgroups",
+    "setresgid",
+    "setresuid",
+];
+
 /// Builds berth's default filter for a container with these options.
 pub fn default_profile(opts: &ProfileOptions) -> Result<LinuxSeccomp, SeccompError> {
     let (user_allow, user_deny) = parse_filter(&opts.filter)?;
+    if let Some(n) = NEEDED_BY_LAUNCHER.iter().find(|n| user_deny.contains(**n)) {
+        return Err(SeccompError::NeededByLauncher((*n).to_owned()));
+    }
     let has = |c: Capability| opts.caps.contains(&c);
 
     let mut allow: BTreeSet<&str> = BASE_ALLOW.iter().copied().collect();

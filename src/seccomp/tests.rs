@@ -220,6 +220,24 @@ fn unknown_names_are_clear_errors() {
 }
 
 #[test]
+fn denying_what_the_launcher_needs_is_refused_up_front() {
+    let e = default_profile(&ProfileOptions {
+        filter: words(&["~@file-system"]),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--system-call-filter denies chdir, which berth needs after loading the filter to start the container"
+    );
+    // Everything the launcher needs is allowed by the default filter.
+    let p = profile(&default_caps(), &[], false);
+    for n in NEEDED_BY_LAUNCHER {
+        assert_eq!(verdict(&p, n), "allow", "{n}");
+    }
+}
+
+#[test]
 fn default_denies_the_dangerous_calls_with_eperm() {
     let p = profile(&default_caps(), &[], false);
     for n in DENIED_BY_DEFAULT {
@@ -229,7 +247,16 @@ fn default_denies_the_dangerous_calls_with_eperm() {
     assert_eq!(verdict(&p, "clone"), "cond");
     assert_eq!(verdict(&p, "personality"), "cond");
     for n in [
-        "read", "openat", "execve", "ptrace", "chroot", "socket", "mknod", "ioctl", "seccomp",
+        "read",
+        "openat",
+        "execve",
+        "ptrace",
+        "chroot",
+        "socket",
+        "mknod",
+        "ioctl",
+        "seccomp",
+        "fchmodat2",
     ] {
         assert_eq!(verdict(&p, n), "allow", "{n}");
     }
@@ -387,6 +414,7 @@ mod live {
         match libc::WEXITSTATUS(status) {
             0 => Ok(()),
             250 => panic!("loading the filter failed"),
+            251 => panic!("making a private mount namespace failed"),
             e => Err(e),
         }
     }
@@ -414,26 +442,28 @@ mod live {
     const X32: i64 = 0x4000_0000;
 
     fn nothing() {}
+    /// In the forked child: a private mount namespace with a fresh /tmp. Never panics (a panic
+    /// would unwind into a copy of the test harness); exits 251 instead.
     fn private_mounts() {
         unsafe {
-            assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0);
-            libc::mount(
-                c"none".as_ptr(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            );
-            assert_eq!(
-                libc::mount(
+            let private = libc::unshare(libc::CLONE_NEWNS) == 0
+                && libc::mount(
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) == 0
+                && libc::mount(
                     c"none".as_ptr(),
                     c"/tmp".as_ptr(),
                     c"tmpfs".as_ptr(),
                     0,
-                    std::ptr::null()
-                ),
-                0
-            );
+                    std::ptr::null(),
+                ) == 0;
+            if !private {
+                libc::_exit(251);
+            }
         }
     }
 
@@ -656,6 +686,23 @@ mod live {
             e,
             "mknodat(char)",
         );
+        // An overlayfs whiteout (character device 0:0) and a fifo may still be made.
+        let whiteout = || {
+            let path = c"/tmp/berth-probe-whiteout".as_ptr() as u64;
+            sys(
+                libc::SYS_mknod,
+                [path, (libc::S_IFCHR | 0o600) as u64, 0, 0, 0, 0],
+            )
+        };
+        assert_eq!(run(Some(&b), private_mounts, whiteout), Ok(()));
+        let fifo = || {
+            let path = c"/tmp/berth-probe-fifo".as_ptr() as u64;
+            sys(
+                libc::SYS_mknod,
+                [path, (libc::S_IFIFO | 0o600) as u64, 0, 0, 0, 0],
+            )
+        };
+        assert_eq!(run(Some(&b), private_mounts, fifo), Ok(()));
         // Ordinary life goes on.
         assert_eq!(
             run(Some(&b), nothing, || sys(libc::SYS_getpid, [0; 6])),
@@ -747,7 +794,7 @@ mod live {
             )),
             Ok(())
         );
-        let b = compile_uncached(&profile(&default_caps(), &["~@basic-io"], false)).unwrap();
+        let b = compile_uncached(&profile(&default_caps(), &["~dup"], false)).unwrap();
         assert_eq!(
             run(Some(&b), nothing, || sys(libc::SYS_dup, [2, 0, 0, 0, 0, 0])),
             Err(libc::EPERM)
@@ -820,6 +867,27 @@ mod live {
             2,
             "wrote into an open dir"
         );
+    }
+
+    #[test]
+    fn cache_keeps_the_newest_entries() {
+        let dir = tempdir();
+        let t0 = std::time::SystemTime::now();
+        for i in 0..6u64 {
+            let p = dir.path().join(format!("{i}.bpf"));
+            std::fs::write(&p, b"x").unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(t0 - std::time::Duration::from_secs(100 - i))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("other"), b"not an entry").unwrap();
+        crate::seccomp::bpf::prune(dir.path(), 4);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["2.bpf", "3.bpf", "4.bpf", "5.bpf", "other"]);
     }
 
     struct TempDir(std::path::PathBuf);

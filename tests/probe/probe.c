@@ -13,6 +13,7 @@
  *   write PATH TEXT            open for writing and write TEXT
  *   read PATH                  open and read; reading nothing counts as failure (ENODATA)
  *   mknod-blk PATH MAJ MIN     make a block device node and open it read-write
+ *   mknod-chr PATH MAJ MIN     the same with a character device node
  *   ptrace PID | kill PID      attach to / signal 0 another process
  *   fd N                       use an inherited descriptor N (fstat)
  *   cwd-escape                 climb above / from the working directory (EXDEV if it stays)
@@ -191,8 +192,9 @@ int main(int argc, char **argv)
 		long n = read(fd, buf, sizeof buf);
 		return n == 0 ? fail(ENODATA) : report(n);
 	}
-	if (!strcmp(a, "mknod-blk")) {
-		if (mknod(x, S_IFBLK | 0600, makedev(atoi(y), atoi(z))) < 0)
+	if (!strcmp(a, "mknod-blk") || !strcmp(a, "mknod-chr")) {
+		mode_t type = a[6] == 'b' ? S_IFBLK : S_IFCHR;
+		if (mknod(x, type | 0600, makedev(atoi(y), atoi(z))) < 0)
 			return report(-1);
 		int fd = open(x, O_RDWR | O_CLOEXEC);
 		unlink(x);

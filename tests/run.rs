@@ -647,6 +647,18 @@ fn as_pid2_runs_the_payload_under_a_stub_init() {
         Some(&"no-exe"),
         "the stub's binary must not be reachable: {o:?}"
     );
+    // The stub holds CAP_KILL alone, and no_new_privs.
+    let o = sh(
+        &["--as-pid2"],
+        "grep -E 'Cap(Eff|Bnd)|NoNewPrivs' /proc/1/status",
+    );
+    let want = format!("{:016x}", 1u64 << 5);
+    assert!(
+        o.stdout.contains(&format!("CapEff:\t{want}"))
+            && o.stdout.contains(&format!("CapBnd:\t{want}")),
+        "{o:?}"
+    );
+    assert!(o.stdout.contains("NoNewPrivs:\t1"), "{o:?}");
     // It reaps orphans: a zombie-producing payload leaves none behind.
     let o = sh(
         &["--as-pid2"],

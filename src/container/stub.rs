@@ -27,6 +27,19 @@ fn supervise(payload: Pid) -> ! {
     // unreachable for the payload, which runs as the same uid.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+    // The stub needs CAP_KILL alone (to signal a payload that switched users); it keeps
+    // nothing else that a payload could reach through it.
+    let keep: caps::CapsHashSet = [caps::Capability::CAP_KILL].into_iter().collect();
+    for cap in caps::runtime::thread_all_supported() {
+        if cap != caps::Capability::CAP_KILL {
+            let _ = caps::drop(None, caps::CapSet::Bounding, cap);
+        }
+    }
+    let _ = caps::set(None, caps::CapSet::Effective, &keep);
+    let _ = caps::set(None, caps::CapSet::Permitted, &keep);
+    let _ = caps::clear(None, caps::CapSet::Inheritable);
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     // Only the payload needs 0-2; the stub keeps no host file open.
     // SAFETY: closing our own descriptors; nothing else uses them in this process.
     unsafe { libc::syscall(libc::SYS_close_range, 0, libc::c_uint::MAX, 0) };

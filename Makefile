@@ -42,6 +42,7 @@ test: check
 
 bench: build image
 	tests/bench/start $(BERTH) $(IMAGE)
+	tests/bench/registered $(BERTH) $(IMAGE)
 
 # Rewrites man/ from the clap definitions and man pages' hand-written text (src/docs/); the
 # test suite fails while the committed pages are stale.
@@ -49,7 +50,7 @@ man:
 	BERTH_UPDATE_MAN=1 $(CARGO) test --bin berth man_pages
 
 # The binary, its man pages, the completion scripts (printed by the binary itself, so they
-# match it) and, once there are any, the systemd units.
+# match it) and the systemd units, whose ExecStart names the binary where this install puts it.
 MANDIR  := $(DESTDIR)$(PREFIX)/share/man
 BASHDIR := $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHDIR  := $(DESTDIR)$(PREFIX)/share/zsh/site-functions
@@ -64,7 +65,8 @@ install: build
 	$(BERTH) completion bash > $(BASHDIR)/berth
 	$(BERTH) completion zsh > $(ZSHDIR)/_berth
 	$(BERTH) completion fish > $(FISHDIR)/berth.fish
-	if [ -d units ]; then install -d $(UNITDIR) && install -m644 units/* $(UNITDIR)/; fi
+	for u in units/*; do sed 's|/usr/local/bin/berth|$(PREFIX)/bin/berth|' $$u \
+	    | install -Dm644 /dev/stdin $(UNITDIR)/$$(basename $$u); done
 
 clean:
 	rm -rf $(BUILD)

@@ -216,6 +216,33 @@ pub struct RunArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
+    /// Register the container with systemd-machined: yes, no, or auto (register when machined
+    /// is reachable; say so when there is a system bus but no machined; on hosts without a
+    /// system bus run unregistered quietly). Unregistered, berth makes the cgroup itself.
+    #[arg(long, value_name = "yes|no|auto", default_value = "auto", value_parser = parse_register)]
+    pub register: crate::register::Mode,
+
+    /// Register the unit berth already runs in (as berth@.service does) instead of creating a
+    /// machine-NAME.scope.
+    #[arg(long = "keep-unit")]
+    pub keep_unit: bool,
+
+    /// Slice for the container's scope (default machine.slice). Without systemd, berth's own
+    /// cgroup goes under a cgroup of that name.
+    #[arg(short = 'S', long, value_name = "SLICE")]
+    pub slice: Option<String>,
+
+    /// A unit property for the container's scope, e.g. MemoryMax=512M, CPUQuota=50%,
+    /// TasksMax=100, IOWeight=200, DeviceAllow=/dev/fuse rw. Without systemd, berth applies the
+    /// resource limits to its own cgroup and refuses those it cannot apply.
+    #[arg(long = "property", value_name = "NAME=VALUE")]
+    pub property: Vec<String>,
+
+    /// The container's UUID (128-bit, hex or dashed), used unless the tree has a valid
+    /// /etc/machine-id.
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
+
     /// The command and its arguments (default: a login shell).
     #[arg(
         trailing_var_arg = true,
@@ -223,6 +250,10 @@ pub struct RunArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
+}
+
+fn parse_register(s: &str) -> Result<crate::register::Mode, String> {
+    s.parse()
 }
 
 /// systemd's boolean words.
@@ -253,5 +284,38 @@ mod tests {
         };
         assert_eq!(a.command, ["ls", "-l", "--bind", "y"]);
         assert!(a.bind.is_empty());
+    }
+
+    #[test]
+    fn systemd_integration_flags() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "run",
+            "--register=no",
+            "--keep-unit",
+            "-S",
+            "foo.slice",
+            "--property",
+            "MemoryMax=1M",
+            "--property=TasksMax=5",
+            "--uuid",
+            "0123456789abcdef0123456789abcdef",
+            "true",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.register, crate::register::Mode::No);
+        assert!(a.keep_unit);
+        assert_eq!(a.slice.as_deref(), Some("foo.slice"));
+        assert_eq!(a.property, ["MemoryMax=1M", "TasksMax=5"]);
+        assert_eq!(a.command, ["true"]);
+        let cli = Cli::try_parse_from(["berth", "run", "true"]).unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.register, crate::register::Mode::Auto);
+        assert!(Cli::try_parse_from(["berth", "run", "--register=maybe", "true"]).is_err());
     }
 }

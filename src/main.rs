@@ -3,11 +3,15 @@
 //! The binary edge: parse the command line, dispatch, and turn every error into one line on
 //! stderr and an exit code a script can test (see [`exit`]).
 
+mod cgroup;
 mod cli;
 mod container;
 mod docs;
 mod exit;
 mod notify;
+mod place;
+mod property;
+mod register;
 mod seccomp;
 mod spec;
 mod sys;

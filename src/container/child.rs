@@ -122,7 +122,7 @@ fn setup_and_exec(
 
     if ext.as_pid2 {
         // The stub stays PID 1; the payload continues below as PID 2.
-        stub::fork_payload()?;
+        stub::fork_payload(ext.kill_signal.unwrap_or(libc::SIGTERM))?;
     }
 
     let process = spec

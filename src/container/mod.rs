@@ -146,10 +146,24 @@ fn launch(
         msg: e.to_string(),
     })?;
 
+    // Where the container will live (systemd integration, src/place.rs). Declared before the
+    // container so it is dropped after it: unregistering and removing the cgroup come last.
+    let mut placement = crate::place::Placement::prepare(spec, ext)?;
+
     // SAFETY: berth is single-threaded here, as clone3 without CLONE_VM requires.
-    let (pid, pidfd) = match unsafe { sys::clone3(clone_flags(spec), None) }
-        .map_err(sys_err("creating the container"))?
-    {
+    let mut forked = unsafe { sys::clone3(clone_flags(spec), placement.clone_into()) };
+    match forked {
+        Ok(Forked::Parent { .. }) if placement.clone_into().is_some() => placement.born_in_cgroup(),
+        // Kernels without CLONE_INTO_CGROUP (< 5.7): born outside, moved in by place().
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG)
+            if placement.clone_into().is_some() =>
+        {
+            // SAFETY: as above.
+            forked = unsafe { sys::clone3(clone_flags(spec), None) };
+        }
+        _ => {}
+    }
+    let (pid, pidfd) = match forked.map_err(sys_err("creating the container"))? {
         Forked::Child => {
             drop(parent_chan);
             // SAFETY: the child's copy of the signalfd is not used; close it.
@@ -175,8 +189,10 @@ fn launch(
     // The child has its own copies of the captured mounts.
     drop(captured);
 
-    // Placement: the systemd integration (cgroup, machined registration) goes here, after the
-    // container exists and before it may exec.
+    // Placement: the systemd integration (cgroup, machined registration), after the container
+    // exists and before it may exec. On failure the container is killed (Running's drop) and
+    // nothing stays registered or created (Placement's drop).
+    placement.place(spec, ext, pid)?;
 
     // A booted system in its own user namespace manages its cgroup subtree itself.
     if ext.boot && userns {
@@ -213,7 +229,19 @@ fn launch(
     unsafe { libc::malloc_trim(0) };
     shed_text();
 
-    supervise(&mut container, ext, master, notify, sigfd)
+    // The payload runs. A plain command is ready now; a booted system says so itself on
+    // /run/host/notify, relayed by supervise().
+    crate::notify::notify(&if ext.boot {
+        format!("STATUS=Container running.\nX_BERTH_LEADER_PID={pid}")
+    } else {
+        format!("READY=1\nSTATUS=Container running.\nX_BERTH_LEADER_PID={pid}")
+    });
+    let end = supervise(&mut container, ext, master, notify, sigfd);
+    crate::notify::notify("STATUS=Container stopped.");
+    drop(container);
+    // A booted system may reboot into a new life under the same name: wait for machined then.
+    placement.release(ext.boot);
+    end
 }
 
 /// Drops the mappings of berth's own code pages while the container runs: the kernel's

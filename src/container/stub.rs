@@ -3,11 +3,14 @@
 
 use super::error::{Ctx, SetupError};
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
 /// Returns in the payload (PID 2); PID 1 stays here as the stub for the container's life.
-pub fn fork_payload() -> Result<(), SetupError> {
+/// `poweroff`: the signal the payload gets when the container is asked to power off
+/// (`machinectl poweroff` sends SIGRTMIN+4 to PID 1, systemd's poweroff; halt is SIGRTMIN+3):
+/// the container's --kill-signal, else SIGTERM, which is what a program that is not an init
+/// understands as "stop".
+pub fn fork_payload(poweroff: i32) -> Result<(), SetupError> {
     let all = SigSet::all();
     let mut old = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old)).ctx("blocking signals")?;
@@ -18,11 +21,11 @@ pub fn fork_payload() -> Result<(), SetupError> {
                 .ctx("restoring the signal mask")?;
             Ok(())
         }
-        ForkResult::Parent { child } => supervise(child),
+        ForkResult::Parent { child } => supervise(child, poweroff),
     }
 }
 
-fn supervise(payload: Pid) -> ! {
+fn supervise(payload: Pid, poweroff: i32) -> ! {
     // The stub is berth's own code: make /proc/1/exe (the berth binary) and its memory
     // unreachable for the payload, which runs as the same uid.
     // SAFETY: prctl with integer arguments.
@@ -57,14 +60,30 @@ fn supervise(payload: Pid) -> ! {
         }
         if sig == libc::SIGCHLD {
             loop {
-                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(pid, code)) if pid == payload => exit(code),
-                    Ok(WaitStatus::Signaled(pid, s, _)) if pid == payload => exit(128 + s as i32),
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(_) => continue,
+                // libc's waitpid, not nix's: nix cannot represent a payload killed by a
+                // real-time signal (machinectl poweroff sends SIGRTMIN+4) and reports EINVAL
+                // after reaping it, which left the stub waiting forever.
+                let mut st: libc::c_int = 0;
+                // SAFETY: waitpid with a valid status pointer.
+                let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+                if pid <= 0 {
+                    break;
+                }
+                if pid == payload.as_raw() {
+                    if libc::WIFEXITED(st) {
+                        exit(libc::WEXITSTATUS(st));
+                    }
+                    if libc::WIFSIGNALED(st) {
+                        exit(128 + libc::WTERMSIG(st));
+                    }
                 }
             }
         } else {
+            let sig = if sig == libc::SIGRTMIN() + 3 || sig == libc::SIGRTMIN() + 4 {
+                poweroff
+            } else {
+                sig
+            };
             // SAFETY: kill with a pid we forked and a signal number the kernel gave us.
             unsafe { libc::kill(payload.as_raw(), sig) };
         }

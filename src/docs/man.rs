@@ -392,7 +392,9 @@ fn unit_page(root: &clap::Command, unit: &str) -> Page {
     r.control("SH", ["DESCRIPTION"]);
     blocks(&mut r, root, text::UNIT_DESCRIPTION);
     r.control("SH", ["UNIT FILE"]);
-    r.text(inlines("As installed, from units/berth@.service:"));
+    r.text(inlines(
+        "As shipped in units/berth@.service (make install puts its own PREFIX into ExecStart=):",
+    ));
     code(&mut r, unit);
     r.control("SH", ["EXAMPLES"]);
     blocks(&mut r, root, text::UNIT_EXAMPLES);

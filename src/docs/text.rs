@@ -68,9 +68,10 @@ pub const DESCRIPTION: &[Block] = &[
        modified, unless `--private-users-ownership=chown` shifts its ownership.",
     ),
     p(
-        "Containers are registered with systemd-machined(8), so `machinectl`(1) lists, inspects, \
-       logs into and stops them beside every other machine, and each runs in a scope unit \
-       under machine.slice (or, with `--keep-unit`, in the service that started it).",
+        "Containers are registered with systemd-machined(8) when it is reachable (see \
+         `--register`), so `machinectl`(1) lists, inspects and stops them beside every other \
+         machine, and logs into booted ones. Each runs in a scope unit under machine.slice, \
+         or, with `--keep-unit`, in the service that started it.",
     )
     .needs(&["run --register", "run --keep-unit"]),
     p(
@@ -113,11 +114,11 @@ pub const ENVIRONMENT: &[Block] = &[
     .needs(&["import-tar"]),
     item(
         "`NOTIFY_SOCKET`",
-        "Set by systemd for a Type=notify service: with `--boot`, berth passes READY=1 and \
-         STATUS= from the container's systemd on to it, so the service is ready when the \
-         booted system is.",
+        "Set by systemd for a Type=notify service such as `berth@.service`(8): berth sends \
+         READY=1 there once the container runs (with `--boot`, once the container's systemd \
+         reports READY=1), and STATUS= messages.",
     )
-    .needs(&["run --boot"]),
+    .needs(&["run --boot", "run --keep-unit"]),
     item(
         "`TERM`",
         "Passed into the container unless the console mode is pipe (`--console=pipe`, the \
@@ -155,6 +156,12 @@ pub const FILES: &[Block] = &[
          (NOTIFY_SOCKET in its environment).",
     )
     .needs(&["run --boot"]),
+    item(
+        "`/etc/berth/`*NAME*`.conf`",
+        "BERTH_ARGS for `berth@`*NAME*`.service`: what the container runs, after berth's \
+         options.",
+    )
+    .needs(&["run --keep-unit"]),
     item(
         "`/usr/lib/systemd/system/berth@.service`, `/usr/local/lib/systemd/system/berth@.service`",
         "The unit template that runs a container as a service, see `berth@.service`(8): a \
@@ -210,10 +217,10 @@ pub const EXAMPLES: &[Block] = &[
     )
     .needs(&["run --property"]),
     ex(
-        "Boot the image debian as a service, see `berth@.service`(8):",
+        "Run the image debian (its /sbin/init) as a service, see `berth@.service`(8):",
         "systemctl start berth@debian\nmachinectl status debian",
     )
-    .needs(&["run --keep-unit", "run --boot"]),
+    .needs(&["run --keep-unit"]),
 ];
 
 /// SEE ALSO entries after berth's own pages: page(section).
@@ -235,41 +242,49 @@ pub const UNIT_SYNOPSIS: &str = "`berth@`*NAME*`.service`";
 
 pub const UNIT_DESCRIPTION: &[Block] = &[
     p(
-        "`berth@.service` is a template unit: `berth@`*NAME*`.service` runs the container *NAME* \
-       (the image *NAME* in the store, /var/lib/machines by default) with `berth run \
-       --keep-unit --register=yes -M` *NAME*, as `systemd-nspawn@.service` does for \
-       `systemd-nspawn`(1). Its settings follow from how berth talks to systemd:",
+        "`berth@.service` is a template unit: `berth@`*NAME*`.service` runs the image \
+       /var/lib/machines/*NAME* with `berth run --keep-unit --register=yes --console=pipe -M` \
+       *NAME*, as `systemd-nspawn@.service` does for `systemd-nspawn`(1). What the container \
+       runs is BERTH_ARGS, from /etc/berth/*NAME*.conf where that exists (default: \
+       /sbin/init); berth options may stand before the command there. The unit's settings \
+       follow from how berth works with systemd:",
     ),
     item(
         "`Type=notify`",
-        "berth sends READY=1 on $NOTIFY_SOCKET once the container runs, so `systemctl start` \
-         returns when it is up, and units ordered after it start after it.",
+        "berth sends READY=1 on $NOTIFY_SOCKET once the container runs (with `--boot`, once \
+         the container's systemd is ready), so `systemctl start` returns when it is up and \
+         units ordered after it start after it.",
     ),
     item(
         "`KillMode=mixed`",
-        "`systemctl stop` sends SIGTERM to berth alone, which passes it on to the container's \
-         PID 1 as `--kill-signal` says; whatever is left when the stop timeout passes gets \
-         SIGKILL.",
+        "`systemctl stop` sends SIGTERM to berth alone, which passes the container's kill \
+         signal to its PID 1 (see `--kill-signal`); whatever is left when the stop timeout \
+         passes gets SIGKILL.",
     ),
     item(
         "`Delegate=yes`",
         "The service's cgroup is the container's: berth registers it with systemd-machined \
-         (`--keep-unit`) instead of creating a scope unit, and the container's own systemd \
-         may manage the subtree.",
+         (`--keep-unit`) instead of creating a scope unit, and may hand the subtree to the \
+         container.",
     ),
     item(
         "`Slice=machine.slice`",
-        "The service runs beside the other machines, so `machinectl`(1) and \
-         `systemd-cgtop`(1) show it with them.",
+        "The service runs beside the other machines, so `systemd-cgtop`(1) shows it with them.",
+    ),
+    item(
+        "`DevicePolicy=closed`",
+        "With the DeviceAllow= lines, nspawn's device policy: the basic device nodes, ptys and \
+         /dev/net/tun.",
     ),
     item(
         "`RestartForceExitStatus=133`",
-        "A container that reboots makes berth exit 133 (with `--keep-unit`), and systemd \
-         starts the service again, as for `systemd-nspawn@.service`.",
+        "systemd-nspawn's convention: a container manager that exits 133 asks to be started \
+         again, as after a reboot of the container (SuccessExitStatus=133 keeps that from \
+         counting as a failure).",
     ),
     p(
-        "To add options, override ExecStart= in a drop-in (`systemctl edit berth@`*NAME*), \
-       keeping `--keep-unit` and `-M %i`.",
+        "`--property` applies to scope units only; under `--keep-unit` set resource limits on \
+       the service itself, in a drop-in (`systemctl edit berth@`*NAME*).",
     ),
 ];
 
@@ -279,8 +294,15 @@ pub const UNIT_EXAMPLES: &[Block] = &[
         "systemctl start berth@debian\nmachinectl status debian\nsystemctl stop berth@debian",
     ),
     ex(
-        "Give the container web a read-only view of the host's /srv/www:",
-        "systemctl edit berth@web\n    [Service]\n    ExecStart=\n    ExecStart=/usr/local/bin/berth run --keep-unit --register=yes -M %i \\\n        --bind-ro=/srv/www:/var/www",
+        "Start it with the other machines at boot (machines.target):",
+        "systemctl enable berth@debian",
+    ),
+    ex(
+        "Give the container web a read-only view of the host's /srv/www and at most 1 GiB of \
+         memory:",
+        "echo 'BERTH_ARGS=--bind-ro=/srv/www:/var/www /sbin/init' >/etc/berth/web.conf\n\
+         systemctl edit berth@web        # [Service] MemoryMax=1G\n\
+         systemctl restart berth@web",
     ),
 ];
 

@@ -11,6 +11,7 @@ pub mod ext;
 pub mod machine;
 pub mod passwd;
 pub mod signal;
+pub mod systemd;
 pub mod userns;
 
 use crate::cli::RunArgs;
@@ -76,6 +77,8 @@ pub enum SpecError {
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(transparent)]
     Oci(#[from] oci_spec::OciSpecError),
+    #[error(transparent)]
+    Machine(#[from] systemd::MachineSpecError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -171,7 +174,7 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         Some(u) => Some(passwd::lookup(&root_fd, u)?),
         None => None,
     };
-    let uuid = container_uuid(&root_fd)?;
+    let uuid = container_uuid(&root_fd, systemd::parse_uuid_arg(args.uuid.as_deref())?)?;
 
     // Capabilities: defaults, plus --capability, minus --drop-capability (nspawn's order).
     let mut caps_set: HashSet<Capability> = if args.boot {
@@ -374,7 +377,7 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
     let mut annotations = HashMap::new();
     ext.store(&mut annotations);
 
-    Ok(SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.2.0")
         .root(
             RootBuilder::default()
@@ -387,7 +390,9 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         .mounts(mounts)
         .linux(linux)
         .annotations(annotations)
-        .build()?)
+        .build()?;
+    systemd::apply(args, &mut spec)?;
+    Ok(spec)
 }
 
 /// Masked: nspawn's inaccessible files plus podman's. Reads yield nothing, writes fail.
@@ -621,8 +626,8 @@ fn default_devices() -> Result<Vec<oci_spec::runtime::LinuxDevice>, SpecError> {
 }
 
 /// nspawn's rule: a valid /etc/machine-id in the tree is the container's id; missing, empty or
-/// "uninitialized" means a fresh random one; all zeros is refused.
-fn container_uuid(root: &OwnedFd) -> Result<String, SpecError> {
+/// "uninitialized" means `--uuid` if given, else a fresh random one; all zeros is refused.
+fn container_uuid(root: &OwnedFd, given: Option<[u8; 16]>) -> Result<String, SpecError> {
     let c = CString::new("/etc/machine-id").expect("static");
     if let Ok(fd) = sys::open_in_root(root.as_fd(), &c, libc::O_RDONLY) {
         let mut buf = [0u8; 64];
@@ -635,6 +640,9 @@ fn container_uuid(root: &OwnedFd) -> Result<String, SpecError> {
         if let Some(id) = machine::parse_id(text) {
             return Ok(machine::format_uuid(&id));
         }
+    }
+    if let Some(id) = given {
+        return Ok(machine::format_uuid(&id));
     }
     Ok(machine::format_uuid(&machine::random_id()?))
 }

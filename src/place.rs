@@ -1,0 +1,150 @@
+//! Where the container lives on the host: registered with systemd-machined (which puts it in
+//! machine-NAME.scope, or adopts berth's unit with --keep-unit), or in berth's own cgroup when
+//! systemd is not used (--register=no, or --register=auto without a reachable machined).
+//!
+//! The launcher calls [`Placement::prepare`] before clone (so that with --register=no the
+//! container is born in its cgroup through CLONE_INTO_CGROUP), [`Placement::place`] after clone
+//! and before the child may go on, and drops the placement after the container has ended:
+//! that unregisters the machine and removes berth's cgroup.
+
+use crate::cgroup::Cgroup;
+use crate::register::{self, Machine, Mode, Outcome};
+use crate::spec::ext::Berth;
+use crate::spec::systemd::MachineSettings;
+use oci_spec::runtime::Spec;
+use std::os::fd::BorrowedFd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error(transparent)]
+    Settings(#[from] crate::spec::systemd::MachineSpecError),
+    #[error(transparent)]
+    Register(#[from] register::RegisterError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+}
+
+pub struct Placement {
+    settings: MachineSettings,
+    cgroup: Option<Cgroup>,
+    born_in_cgroup: bool,
+    registered: Option<String>,
+    /// The unit machined reported (the scope, or berth's own unit with --keep-unit).
+    pub unit: Option<String>,
+}
+
+impl Placement {
+    /// Reads the settings and, when berth will make the cgroup itself for sure
+    /// (--register=no), makes it now, limits applied.
+    pub fn prepare(spec: &Spec, ext: &Berth) -> Result<Placement, PlaceError> {
+        let settings = MachineSettings::from_spec(spec)?;
+        let props = settings.parsed_properties()?;
+        let cgroup = if settings.register == Mode::No {
+            own_cgroup(&ext.machine, &props)?
+        } else {
+            None
+        };
+        Ok(Placement {
+            settings,
+            cgroup,
+            born_in_cgroup: false,
+            registered: None,
+            unit: None,
+        })
+    }
+
+    /// The cgroup2 directory the container should be born in (clone3's CLONE_INTO_CGROUP).
+    pub fn clone_into(&self) -> Option<BorrowedFd<'_>> {
+        self.cgroup.as_ref().and_then(|c| c.v2_fd())
+    }
+
+    /// Tells the placement that clone3 put the container into [`Self::clone_into`].
+    pub fn born_in_cgroup(&mut self) {
+        self.born_in_cgroup = true;
+    }
+
+    /// Registers the container (PID `leader` on the host) or moves it into berth's cgroup.
+    pub fn place(
+        &mut self,
+        spec: &Spec,
+        ext: &Berth,
+        leader: libc::pid_t,
+    ) -> Result<(), PlaceError> {
+        if let Some(cg) = &self.cgroup {
+            cg.attach(leader, self.born_in_cgroup)?;
+            return Ok(());
+        }
+        let machine = Machine {
+            name: ext.machine.clone(),
+            id: crate::spec::machine::parse_id(&ext.uuid).unwrap_or([0; 16]),
+            service: "berth".into(),
+            leader: leader as u32,
+            root_directory: spec
+                .root()
+                .as_ref()
+                .map(|r| r.path().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            ifindices: Vec::new(),
+            keep_unit: self.settings.keep_unit,
+            slice: self.settings.slice.clone(),
+            properties: self.settings.properties.clone(),
+            kill_signal: ext.kill_signal,
+        };
+        match register::register(self.settings.register, &machine)? {
+            Outcome::Registered { unit } => {
+                self.registered = Some(ext.machine.clone());
+                self.unit = Some(unit);
+            }
+            Outcome::Unavailable(why) => {
+                if !ext.quiet {
+                    eprintln!(
+                        "berth: systemd-machined is not reachable ({why}); running {} unregistered",
+                        ext.machine
+                    );
+                }
+                if let Some(cg) = own_cgroup(&ext.machine, &self.settings.parsed_properties()?)? {
+                    cg.attach(leader, false)?;
+                    self.cgroup = Some(cg);
+                }
+            }
+            Outcome::NoBus => {
+                if let Some(cg) = own_cgroup(&ext.machine, &self.settings.parsed_properties()?)? {
+                    cg.attach(leader, false)?;
+                    self.cgroup = Some(cg);
+                }
+            }
+            Outcome::Skipped => {}
+        }
+        Ok(())
+    }
+
+    /// Ends the registration and removes berth's cgroup now (the same happens on drop). With
+    /// `wait` false berth does not wait for machined's answer: a container that is not started
+    /// again under the same name needs none (its scope ends with its processes anyway).
+    pub fn release(&mut self, wait: bool) {
+        if let Some(name) = self.registered.take() {
+            register::unregister(&name, wait);
+        }
+        self.cgroup = None;
+    }
+}
+
+/// berth's own cgroup for the container. Where berth cannot see a cgroup of its own (it was
+/// moved in from outside this cgroup namespace) a container without limits runs where berth
+/// runs; with limits that is an error.
+fn own_cgroup(
+    name: &str,
+    props: &[crate::property::Property],
+) -> Result<Option<Cgroup>, PlaceError> {
+    match Cgroup::create(name, props) {
+        Ok(cg) => Ok(Some(cg)),
+        Err(crate::cgroup::CgroupError::NoHierarchy) if props.is_empty() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        self.release(true);
+    }
+}

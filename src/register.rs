@@ -1,0 +1,563 @@
+//! Registration with systemd-machined over D-Bus, like nspawn-register.c.
+//!
+//! Without `--keep-unit`: `CreateMachine[WithNetwork]`, so machined starts
+//! `machine-NAME.scope` (in machine.slice or `--slice`) and moves the container's PID 1 into it;
+//! berth itself stays outside, so `machinectl kill` never hits the supervisor. With `--keep-unit`
+//! (how `berth@.service` runs): `RegisterMachine[WithNetwork]`, adopting the unit berth runs in.
+//!
+//! Every D-Bus exchange runs in a short-lived forked helper process: zbus starts threads and
+//! allocates, and none of that may stay in the supervisor, which must hold no bus connection
+//! once registered and stay small while the container runs. The helper reports back over a
+//! pipe and exits.
+
+use crate::property::{Property, Value};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+const MACHINED: &str = "org.freedesktop.machine1";
+const MACHINED_PATH: &str = "/org/freedesktop/machine1";
+const MACHINED_IFACE: &str = "org.freedesktop.machine1.Manager";
+const SYSTEMD: &str = "org.freedesktop.systemd1";
+const SYSTEMD_PATH: &str = "/org/freedesktop/systemd1";
+
+/// `--register=yes|no|auto`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    Yes,
+    No,
+    Auto,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            _ => match crate::cli::parse_bool(s) {
+                Ok(true) => Ok(Mode::Yes),
+                Ok(false) => Ok(Mode::No),
+                Err(_) => Err(format!("expected yes, no or auto, got {s:?}")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Yes => "yes",
+            Mode::No => "no",
+            Mode::Auto => "auto",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum RegisterError {
+    #[error("machine name {0:?} is already registered with systemd-machined")]
+    Exists(String),
+    #[error("systemd-machined refused to register {name:?}: {msg}")]
+    Refused { name: String, msg: String },
+    #[error("cannot reach systemd-machined (--register=yes): {0}")]
+    Unreachable(String),
+    #[error("slice {0:?} does not exist (no unit file, not active)")]
+    NoSlice(String),
+    #[error("bad --slice {0:?}: a slice unit name ends in .slice")]
+    BadSlice(String),
+    #[error("talking to systemd: {0}")]
+    Bus(String),
+    #[error("{0}")]
+    Property(String),
+    #[error("the D-Bus helper process failed: {0}")]
+    Helper(String),
+}
+
+/// What to register: the container as machined records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub name: String,
+    /// The machine UUID (all zeros: none, machined then picks none either).
+    pub id: [u8; 16],
+    /// The registering service: "berth".
+    pub service: String,
+    /// The container's PID 1 as seen from the host.
+    pub leader: u32,
+    pub root_directory: String,
+    /// Host-side network interfaces of the container (veth), if any.
+    pub ifindices: Vec<i32>,
+    /// `--keep-unit`: adopt the unit berth runs in instead of creating a scope.
+    pub keep_unit: bool,
+    /// `--slice`, for the scope (ignored with `--keep-unit`).
+    pub slice: Option<String>,
+    /// `--property` assignments for the scope (ignored with `--keep-unit`).
+    pub properties: Vec<String>,
+    /// The container's kill signal, if it has one (the scope's KillSignal with KillMode=mixed).
+    pub kill_signal: Option<i32>,
+}
+
+/// The result of [`register`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Registered; the unit is the scope machined created, or the unit berth runs in.
+    Registered { unit: String },
+    /// `--register=auto` and machined cannot be reached although there is a system bus: run
+    /// unregistered, and say so. The string says why.
+    Unavailable(String),
+    /// `--register=auto` on a host without a system bus (no systemd here): run unregistered.
+    NoBus,
+    /// `--register=no`.
+    Skipped,
+}
+
+/// Registers the machine per `mode`. On error nothing is left registered.
+pub fn register(mode: Mode, m: &Machine) -> Result<Outcome, RegisterError> {
+    if mode == Mode::No {
+        return Ok(Outcome::Skipped);
+    }
+    // Parse before forking: a bad --property is the caller's error, with no bus involved.
+    let props = m
+        .properties
+        .iter()
+        .map(|a| crate::property::parse(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| RegisterError::Property(e.to_string()))?;
+    if let Some(s) = &m.slice
+        && !m.keep_unit
+        && (!s.ends_with(".slice") || s.len() <= ".slice".len() || s.contains('/'))
+    {
+        return Err(RegisterError::BadSlice(s.clone()));
+    }
+    in_helper(|| bus_register(mode, m, &props))
+}
+
+/// Ends the registration (machined forgets the machine; the scope goes with its processes).
+/// Errors are ignored, as nspawn does: the machine may be gone already. With `wait` false the
+/// helper is left to finish on its own, so berth's exit does not wait for the bus.
+pub fn unregister(name: &str, wait: bool) {
+    let call = || {
+        let conn =
+            zbus::blocking::Connection::system().map_err(|e| RegisterError::Bus(e.to_string()))?;
+        unregister_on(&conn, name)?;
+        Ok(Outcome::Skipped)
+    };
+    if wait {
+        let _ = in_helper(call);
+    } else {
+        detached(call);
+    }
+}
+
+fn unregister_on(conn: &zbus::blocking::Connection, name: &str) -> Result<(), RegisterError> {
+    conn.call_method(
+        Some(MACHINED),
+        MACHINED_PATH,
+        Some(MACHINED_IFACE),
+        "UnregisterMachine",
+        &(name,),
+    )
+    .map_err(|e| RegisterError::Bus(dbus_error_text(&e)))?;
+    Ok(())
+}
+
+/// Runs `f` in a grandchild that nobody waits for (it is reparented when its parent exits at
+/// once), so the caller goes on immediately.
+fn detached<F: FnOnce() -> Result<Outcome, RegisterError>>(f: F) {
+    // SAFETY: as in_helper: the supervisor is single-threaded; the children only run `f`.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: as above.
+            if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+                let _ = f();
+            }
+            // SAFETY: leaves without running the supervisor's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            let _ = nix::sys::wait::waitpid(child, None);
+        }
+        Err(_) => {}
+    }
+}
+
+fn dbus_error_name(e: &zbus::Error) -> Option<String> {
+    use zbus::DBusError;
+    match e {
+        zbus::Error::MethodError(name, _, _) => Some(name.to_string()),
+        zbus::Error::FDO(f) => Some(f.name().to_string()),
+        _ => None,
+    }
+}
+
+fn dbus_error_text(e: &zbus::Error) -> String {
+    use zbus::DBusError;
+    match e {
+        zbus::Error::MethodError(_, Some(msg), _) => msg.clone(),
+        zbus::Error::MethodError(name, None, _) => name.to_string(),
+        zbus::Error::FDO(f) => f.description().unwrap_or_default().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Errors that mean "machined is not there" rather than "machined said no".
+fn is_unreachable(e: &zbus::Error) -> bool {
+    dbus_error_name(e).is_some_and(|n| {
+        matches!(
+            n.as_str(),
+            "org.freedesktop.DBus.Error.ServiceUnknown"
+                | "org.freedesktop.DBus.Error.NameHasNoOwner"
+                | "org.freedesktop.DBus.Error.SpawnFailed"
+                | "org.freedesktop.DBus.Error.SpawnChildExited"
+                | "org.freedesktop.DBus.Error.NoReply"
+                | "org.freedesktop.systemd1.NoSuchUnit"
+        )
+    })
+}
+
+/// machined still knows a machine of this name whose leader is gone (its scope is on its
+/// way out, or a berth before us was SIGKILLed): forget it. Returns whether it did.
+fn forget_stale(conn: &zbus::blocking::Connection, name: &str) -> bool {
+    let leader = conn
+        .call_method(
+            Some(MACHINED),
+            MACHINED_PATH,
+            Some(MACHINED_IFACE),
+            "GetMachine",
+            &(name,),
+        )
+        .ok()
+        .and_then(|r| {
+            r.body()
+                .deserialize::<zbus::zvariant::OwnedObjectPath>()
+                .ok()
+        })
+        .and_then(|path| {
+            conn.call_method(
+                Some(MACHINED),
+                path.as_str(),
+                Some("org.freedesktop.DBus.Properties"),
+                "Get",
+                &("org.freedesktop.machine1.Machine", "Leader"),
+            )
+            .ok()
+        })
+        .and_then(|r| r.body().deserialize::<zbus::zvariant::OwnedValue>().ok())
+        .and_then(|v| u32::try_from(v).ok());
+    match leader {
+        Some(pid) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+            unregister_on(conn, name).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// systemd's unit_name_escape for the scope machined makes: machine-NAME.scope.
+fn scope_name(machine: &str) -> String {
+    let mut out = String::from("machine-");
+    for (i, b) in machine.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b':' || b == b'_' || (b == b'.' && i > 0) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out + ".scope"
+}
+
+fn to_zvalue(v: &Value) -> zbus::zvariant::Value<'static> {
+    use zbus::zvariant::Value as Z;
+    match v {
+        Value::U64(x) => Z::U64(*x),
+        Value::U32(x) => Z::U32(*x),
+        Value::I32(x) => Z::I32(*x),
+        Value::Bool(x) => Z::Bool(*x),
+        Value::Str(s) => Z::from(s.clone()),
+        Value::Devices(d) => Z::from(d.clone()),
+    }
+}
+
+/// The scope properties nspawn sends for CreateMachine, then the user's `--property`s.
+fn scope_properties(
+    m: &Machine,
+    props: &[Property],
+) -> Vec<(String, zbus::zvariant::Value<'static>)> {
+    use zbus::zvariant::Value as Z;
+    let mut out: Vec<(String, Z<'static>)> = Vec::new();
+    if let Some(s) = &m.slice {
+        out.push(("Slice".into(), Z::from(s.clone())));
+    }
+    out.push((
+        "Description".into(),
+        Z::from(format!("berth container {}", m.name)),
+    ));
+    out.push(("Delegate".into(), Z::Bool(true)));
+    out.push(("DevicePolicy".into(), Z::from("closed".to_string())));
+    out.push((
+        "DeviceAllow".into(),
+        Z::from(vec![
+            ("/dev/net/tun".to_string(), "rwm".to_string()),
+            ("char-pts".to_string(), "rw".to_string()),
+        ]),
+    ));
+    out.push(("KillMode".into(), Z::from("mixed".to_string())));
+    if let Some(sig) = m.kill_signal {
+        out.push(("KillSignal".into(), Z::I32(sig)));
+    }
+    for p in props {
+        out.push((p.name.clone(), to_zvalue(&p.value)));
+    }
+    out
+}
+
+fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, RegisterError> {
+    let unreachable = |e: String| {
+        if mode == Mode::Auto {
+            Ok(Outcome::Unavailable(e))
+        } else {
+            Err(RegisterError::Unreachable(e))
+        }
+    };
+    if mode == Mode::Auto && !system_bus_present() {
+        return Ok(Outcome::NoBus);
+    }
+    let conn = match zbus::blocking::Connection::system() {
+        Ok(c) => c,
+        Err(e) => return unreachable(format!("system bus: {e}")),
+    };
+    if !m.keep_unit
+        && let Some(slice) = &m.slice
+    {
+        check_slice(&conn, slice)?;
+    }
+
+    let id: Vec<u8> = if m.id == [0; 16] {
+        Vec::new()
+    } else {
+        m.id.to_vec()
+    };
+    let mut retried = false;
+    loop {
+        // The call itself activates machined if it is not running yet.
+        match call_register(&conn, m, props, &id) {
+            Ok(()) => break,
+            Err(e) if is_unreachable(&e) => return unreachable(dbus_error_text(&e)),
+            Err(e) => {
+                let name = dbus_error_name(&e).unwrap_or_default();
+                if name == "org.freedesktop.machine1.MachineExists" {
+                    if !retried && forget_stale(&conn, &m.name) {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(RegisterError::Exists(m.name.clone()));
+                }
+                return Err(RegisterError::Refused {
+                    name: m.name.clone(),
+                    msg: dbus_error_text(&e),
+                });
+            }
+        }
+    }
+    Ok(Outcome::Registered {
+        unit: if m.keep_unit {
+            String::new()
+        } else {
+            scope_name(&m.name)
+        },
+    })
+}
+
+fn call_register(
+    conn: &zbus::blocking::Connection,
+    m: &Machine,
+    props: &[Property],
+    id: &Vec<u8>,
+) -> Result<(), zbus::Error> {
+    let class = "container";
+    let (n, svc, root) = (&m.name, &m.service, &m.root_directory);
+    if m.keep_unit {
+        if m.ifindices.is_empty() {
+            conn.call_method(
+                Some(MACHINED),
+                MACHINED_PATH,
+                Some(MACHINED_IFACE),
+                "RegisterMachine",
+                &(n, id, svc, class, m.leader, root),
+            )?;
+        } else {
+            conn.call_method(
+                Some(MACHINED),
+                MACHINED_PATH,
+                Some(MACHINED_IFACE),
+                "RegisterMachineWithNetwork",
+                &(n, id, svc, class, m.leader, root, &m.ifindices),
+            )?;
+        }
+    } else {
+        let sp = scope_properties(m, props);
+        if m.ifindices.is_empty() {
+            conn.call_method(
+                Some(MACHINED),
+                MACHINED_PATH,
+                Some(MACHINED_IFACE),
+                "CreateMachine",
+                &(n, id, svc, class, m.leader, root, sp),
+            )?;
+        } else {
+            conn.call_method(
+                Some(MACHINED),
+                MACHINED_PATH,
+                Some(MACHINED_IFACE),
+                "CreateMachineWithNetwork",
+                &(n, id, svc, class, m.leader, root, &m.ifindices, sp),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the system bus socket exists (for a `unix:path=` address, the default one or
+/// $DBUS_SYSTEM_BUS_ADDRESS). Other address kinds count as present.
+fn system_bus_present() -> bool {
+    let addr = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
+        .unwrap_or_else(|_| "unix:path=/var/run/dbus/system_bus_socket".into());
+    match addr
+        .split(';')
+        .next()
+        .and_then(|a| a.strip_prefix("unix:"))
+        .and_then(|a| a.split(',').find_map(|kv| kv.strip_prefix("path=")))
+    {
+        Some(path) => std::path::Path::new(path).exists(),
+        None => true,
+    }
+}
+
+fn unit_property(
+    conn: &zbus::blocking::Connection,
+    path: &str,
+    name: &str,
+) -> Result<String, RegisterError> {
+    let r = conn
+        .call_method(
+            Some(SYSTEMD),
+            path,
+            Some("org.freedesktop.DBus.Properties"),
+            "Get",
+            &("org.freedesktop.systemd1.Unit", name),
+        )
+        .map_err(|e| RegisterError::Bus(dbus_error_text(&e)))?;
+    let v: zbus::zvariant::OwnedValue = r
+        .body()
+        .deserialize()
+        .map_err(|e| RegisterError::Bus(e.to_string()))?;
+    String::try_from(v).map_err(|e| RegisterError::Bus(e.to_string()))
+}
+
+/// systemd makes up any slice it is asked for; berth wants one that exists: a unit file for it,
+/// or a slice that is active already (has units in it).
+fn check_slice(conn: &zbus::blocking::Connection, slice: &str) -> Result<(), RegisterError> {
+    if slice == "-.slice" {
+        return Ok(());
+    }
+    let r = conn
+        .call_method(
+            Some(SYSTEMD),
+            SYSTEMD_PATH,
+            Some("org.freedesktop.systemd1.Manager"),
+            "LoadUnit",
+            &(slice,),
+        )
+        .map_err(|e| RegisterError::Bus(dbus_error_text(&e)))?;
+    let path: zbus::zvariant::OwnedObjectPath = r
+        .body()
+        .deserialize()
+        .map_err(|e| RegisterError::Bus(e.to_string()))?;
+    let load = unit_property(conn, path.as_str(), "LoadState")?;
+    let fragment = unit_property(conn, path.as_str(), "FragmentPath")?;
+    let active = unit_property(conn, path.as_str(), "ActiveState")?;
+    if load != "loaded" || (fragment.is_empty() && active != "active") {
+        return Err(RegisterError::NoSlice(slice.to_string()));
+    }
+    Ok(())
+}
+
+/// Runs `f` in a forked child and returns its result. The child does all the D-Bus work (zbus's
+/// threads and allocations live and die there) and `_exit`s.
+fn in_helper<F>(f: F) -> Result<Outcome, RegisterError>
+where
+    F: FnOnce() -> Result<Outcome, RegisterError>,
+{
+    let (rd, wr): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RegisterError::Helper(e.to_string()))?;
+    // SAFETY: the child runs only `f` (its own fresh zbus connection) and `_exit`s; the parent
+    // (berth's supervisor) is single-threaded when it registers.
+    match unsafe { nix::unistd::fork() }.map_err(|e| RegisterError::Helper(e.to_string()))? {
+        nix::unistd::ForkResult::Child => {
+            drop(rd);
+            let res = f();
+            let mut w = std::fs::File::from(wr);
+            let _ = w.write_all(serde_json::to_string(&res).unwrap_or_default().as_bytes());
+            drop(w);
+            // SAFETY: leaves the helper without running the parent's atexit handlers or
+            // destructors.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(wr);
+            // sd-bus's default method timeout: a hung bus peer must not hang berth.
+            let mut buf = String::new();
+            let ready = {
+                let mut fds = [nix::poll::PollFd::new(
+                    rd.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                loop {
+                    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(25_000u16)) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        other => break other,
+                    }
+                }
+            };
+            if !matches!(ready, Ok(n) if n > 0) {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(RegisterError::Helper(
+                    "no answer from the bus within 25 s".into(),
+                ));
+            }
+            let mut r = std::fs::File::from(rd);
+            let read = r.read_to_string(&mut buf);
+            let status = loop {
+                match nix::sys::wait::waitpid(child, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other,
+                }
+            };
+            read.map_err(|e| RegisterError::Helper(e.to_string()))?;
+            let _ = r.as_raw_fd();
+            if buf.is_empty() {
+                return Err(RegisterError::Helper(format!("it died ({status:?})")));
+            }
+            serde_json::from_str(&buf).map_err(|e| RegisterError::Helper(e.to_string()))?
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_names_are_escaped_as_systemd_does() {
+        assert_eq!(scope_name("web"), "machine-web.scope");
+        assert_eq!(scope_name("list-ab1"), "machine-list\\x2dab1.scope");
+        assert_eq!(scope_name("a.b_c"), "machine-a.b_c.scope");
+    }
+
+    #[test]
+    fn register_mode_parses() {
+        assert_eq!("yes".parse::<Mode>().unwrap(), Mode::Yes);
+        assert_eq!("no".parse::<Mode>().unwrap(), Mode::No);
+        assert_eq!("auto".parse::<Mode>().unwrap(), Mode::Auto);
+        assert!("maybe".parse::<Mode>().is_err());
+    }
+}

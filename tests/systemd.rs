@@ -1,0 +1,925 @@
+//! systemd integration, tested as a user would: berth in a real systemd 252 host (the rig,
+//! tests/rig/systemd-host), seen through machinectl, systemctl and busctl; and berth's own
+//! cgroup on this host without systemd. The rig is booted once for this binary and torn down
+//! when it exits; if it cannot start, these tests fail (never skip).
+
+mod rig;
+mod support;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{Out, busybox, eventually, rand_suffix};
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+/// A fresh machine name (no '-': systemd escapes it in unit names).
+fn name(tag: &str) -> String {
+    format!("{tag}{}", &rand_suffix()[..6])
+}
+
+fn out_of(o: std::process::Output) -> Out {
+    use std::os::unix::process::ExitStatusExt;
+    Out {
+        code: o
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0)),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// `berth run ARGS` inside the rig, to completion.
+fn rig_berth(args: &[&str]) -> Out {
+    let o = rig::shared_cmd(BERTH)
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("nsenter berth");
+    out_of(o)
+}
+
+/// A shell script inside the rig; returns stdout, panics unless it succeeds.
+fn rig_sh(script: &str) -> String {
+    let o = rig::shared_cmd("bash")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "in the rig: {script}\nstatus {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn rig_sh_status(script: &str) -> bool {
+    rig::shared_cmd("bash")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn prop(machine: &str, p: &str) -> String {
+    rig_sh(&format!("machinectl show -p {p} --value {machine}"))
+        .trim()
+        .to_string()
+}
+
+fn registered(machine: &str) -> bool {
+    rig_sh_status(&format!("machinectl show {machine}"))
+}
+
+/// A berth running in the background in the rig. Dropping it SIGKILLs berth (by PID).
+struct Bg {
+    nsenter: Child,
+    /// berth's PID on the host.
+    pid: i32,
+    done: Option<Out>,
+}
+
+fn rig_spawn(args: &[&str]) -> Bg {
+    let nsenter = rig::shared_cmd(BERTH)
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let np = nsenter.id();
+    let mut pid = 0;
+    assert!(
+        eventually(10, || {
+            pid = std::fs::read_to_string(format!("/proc/{np}/task/{np}/children"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+                .unwrap_or(0);
+            pid != 0
+        }),
+        "berth did not start under nsenter"
+    );
+    Bg {
+        nsenter,
+        pid,
+        done: None,
+    }
+}
+
+impl Bg {
+    /// Waits up to `secs` for berth to exit.
+    fn wait(&mut self, secs: u64) -> &Out {
+        if self.done.is_none() {
+            let end = Instant::now() + Duration::from_secs(secs);
+            loop {
+                if let Some(st) = self.nsenter.try_wait().unwrap() {
+                    let mut stdout = String::new();
+                    let mut stderr = String::new();
+                    self.nsenter
+                        .stdout
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut stdout)
+                        .unwrap();
+                    self.nsenter
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut stderr)
+                        .unwrap();
+                    self.done = Some(Out {
+                        code: st.code().unwrap_or(-1),
+                        stdout,
+                        stderr,
+                    });
+                    break;
+                }
+                assert!(Instant::now() < end, "berth did not exit within {secs} s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.done.as_ref().unwrap()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.done.is_none() && self.nsenter.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if self.done.is_none() && self.nsenter.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill by the PID of the berth this test started.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = self.nsenter.wait();
+        }
+    }
+}
+
+fn img() -> String {
+    busybox().to_str().unwrap().to_string()
+}
+
+/// Starts `berth run --register=yes -M NAME EXTRA... CMD...` and waits until it is registered.
+fn start_registered(name: &str, extra: &[&str], cmd: &[&str]) -> Bg {
+    let img = img();
+    let mut args = vec!["--register=yes", "-M", name, "-D", &img, "--pipe", "-q"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(cmd);
+    let mut bg = rig_spawn(&args);
+    let ok = eventually(10, || registered(name) || !bg.alive());
+    assert!(
+        ok && bg.alive(),
+        "berth did not register {name}: {:?}",
+        bg.wait(1)
+    );
+    bg
+}
+
+#[test]
+fn registered_container_is_listed_with_leader_root_and_unit() {
+    let n = name("list");
+    let mut bg = start_registered(&n, &[], &["/bin/sleep", "600"]);
+
+    let list = rig_sh("machinectl list --no-legend");
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&n))
+        .unwrap_or_else(|| panic!("{list}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cols[1..3], ["container", "berth"], "{line}");
+
+    assert_eq!(prop(&n, "Service"), "berth");
+    assert_eq!(prop(&n, "Class"), "container");
+    assert_eq!(prop(&n, "RootDirectory"), img());
+    assert_eq!(prop(&n, "Unit"), format!("machine-{n}.scope"));
+    assert_eq!(prop(&n, "State"), "running");
+    let leader = prop(&n, "Leader");
+    // The leader is the container's PID 1: the payload itself.
+    assert_eq!(rig_sh(&format!("cat /proc/{leader}/comm")).trim(), "sleep");
+    let status = rig_sh(&format!("machinectl status --no-pager {n}"));
+    assert!(
+        status.contains(&format!("Leader: {leader} (sleep)")),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("Unit: machine-{n}.scope")),
+        "{status}"
+    );
+    assert!(status.contains("/bin/sleep 600"), "process tree: {status}");
+    // The UUID is the container's (random here, as the image has no machine-id).
+    let id = prop(&n, "Id");
+    assert_eq!(id.len(), 32, "{id}");
+    assert_ne!(id, "0".repeat(32));
+
+    // The scope is in machine.slice with nspawn's settings; berth itself is not in it.
+    let unit = rig_sh(&format!(
+        "systemctl show -p Slice -p Delegate -p KillMode -p DevicePolicy machine-{n}.scope"
+    ));
+    for want in [
+        "Slice=machine.slice",
+        "Delegate=yes",
+        "KillMode=mixed",
+        "DevicePolicy=closed",
+    ] {
+        assert!(unit.contains(want), "{want} in {unit}");
+    }
+    let berth_cg = std::fs::read_to_string(format!("/proc/{}/cgroup", bg.pid)).unwrap();
+    assert!(
+        !berth_cg.contains("machine-"),
+        "berth stays outside the scope: {berth_cg}"
+    );
+
+    // terminate: the container ends and berth exits, registration gone.
+    rig_sh(&format!("machinectl terminate {n}"));
+    let out = bg.wait(30);
+    assert_eq!(out.code, 137, "killed by the scope stop: {out:?}");
+    assert!(eventually(5, || !registered(&n)));
+    assert!(!rig_sh_status(&format!(
+        "systemctl is-active machine-{n}.scope"
+    )));
+}
+
+#[test]
+fn container_sees_its_scope_as_cgroup_root() {
+    let n = name("cgns");
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img(),
+        "--pipe",
+        "-q",
+        "/bin/cat",
+        "/proc/self/cgroup",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.lines().any(|l| l == "0::/"), "{}", out.stdout);
+    assert!(
+        eventually(5, || !registered(&n)),
+        "unregistered when the container ended"
+    );
+}
+
+#[test]
+fn machinectl_kill_hits_the_container_not_berth() {
+    let n = name("kill");
+    let mut bg = start_registered(&n, &[], &["/bin/sleep", "600"]);
+    rig_sh(&format!("machinectl kill --signal=SIGKILL {n}"));
+    let out = bg.wait(30);
+    assert_eq!(
+        out.code, 137,
+        "berth survived to report the container's death: {out:?}"
+    );
+    assert!(eventually(5, || !registered(&n)));
+}
+
+#[test]
+fn registration_ends_when_berth_is_sigkilled() {
+    let n = name("sigkill");
+    let bg = start_registered(&n, &[], &["/bin/sleep", "600"]);
+    let leader = prop(&n, "Leader");
+    let pid = bg.pid;
+    // SAFETY: kill by the PID of the berth this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    drop(bg);
+    assert!(
+        eventually(10, || !registered(&n)),
+        "machine {n} still registered"
+    );
+    assert!(
+        !rig_sh_status(&format!("test -e /proc/{leader}")),
+        "the container died with berth"
+    );
+}
+
+#[test]
+fn poweroff_and_reboot_reach_the_payload() {
+    // With the stub init (-a), machinectl's signals to the leader reach the payload:
+    // poweroff (SIGRTMIN+4) as SIGTERM, or as the container's --kill-signal; reboot as SIGINT.
+    let n = name("pwr");
+    let mut bg = start_registered(&n, &["-a"], &["/bin/sleep", "600"]);
+    rig_sh(&format!("machinectl poweroff {n}"));
+    let out = bg.wait(30);
+    assert_eq!(out.code, 128 + libc::SIGTERM, "{out:?}");
+    assert!(eventually(5, || !registered(&n)));
+
+    let n = name("pwrk");
+    let mut bg = start_registered(&n, &["-a", "--kill-signal=SIGUSR1"], &["/bin/sleep", "600"]);
+    rig_sh(&format!("machinectl poweroff {n}"));
+    let out = bg.wait(30);
+    assert_eq!(out.code, 128 + libc::SIGUSR1, "{out:?}");
+    assert!(eventually(5, || !registered(&n)));
+
+    let n = name("rbt");
+    let mut bg = start_registered(&n, &["-a"], &["/bin/sleep", "600"]);
+    rig_sh(&format!("machinectl reboot {n}"));
+    let out = bg.wait(30);
+    assert_eq!(out.code, 128 + libc::SIGINT, "{out:?}");
+    assert!(eventually(5, || !registered(&n)));
+}
+
+#[test]
+fn duplicate_name_is_refused_and_leaves_the_first_alone() {
+    let n = name("dup");
+    let mut first = start_registered(&n, &[], &["/bin/sleep", "600"]);
+    let leader = prop(&n, "Leader");
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img(),
+        "--pipe",
+        "/bin/sleep",
+        "600",
+    ]);
+    out.assert_one_line_error(125, "already registered");
+    assert!(first.alive());
+    assert_eq!(prop(&n, "Leader"), leader);
+    assert_eq!(
+        rig_sh(&format!("systemctl is-active machine-{n}.scope")).trim(),
+        "active"
+    );
+}
+
+#[test]
+fn errors_are_one_line_and_leave_nothing_registered() {
+    let img = img();
+    let n = name("err");
+    // A slice that does not exist.
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "--slice=nosuch.slice",
+        "/bin/true",
+    ]);
+    out.assert_one_line_error(125, "nosuch.slice");
+    assert!(!registered(&n));
+    // A slice that exists works.
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "-q",
+        "--slice=system.slice",
+        "/bin/sh",
+        "-c",
+        "cat /proc/self/cgroup >/dev/null",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // A bad --property: refused before anything starts.
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "--property=MemoryMax=lots",
+        "/bin/true",
+    ]);
+    out.assert_one_line_error(125, "MemoryMax=lots");
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "--property=Frob=1",
+        "/bin/true",
+    ]);
+    out.assert_one_line_error(125, "Frob");
+    // machined refusing: --keep-unit from outside any unit (nsenter keeps the test's own
+    // cgroup, which is outside the rig's tree).
+    let out = rig_berth(&[
+        "--register=yes",
+        "--keep-unit",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "/bin/sleep",
+        "600",
+    ]);
+    out.assert_one_line_error(125, "refused");
+    assert!(!registered(&n));
+}
+
+/// Forks sleepers until fork fails (the shell then gives up); `echo` is a builtin, so each
+/// "started" line is one process that fit.
+const FORK_BOMB: &str = "for i in $(seq 1 40); do sleep 60 & echo started $i; done";
+
+fn assert_fork_bomb_stopped(out: &Out, tasks_max: usize) {
+    let started = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("started "))
+        .count();
+    assert!(
+        started < tasks_max && started >= tasks_max / 2,
+        "{started} children under TasksMax={tasks_max}: {out:?}"
+    );
+    assert!(out.stderr.contains("can't fork"), "{out:?}");
+    assert_ne!(out.code, 0, "{out:?}");
+}
+
+/// systemd's limits, as the container experiences them.
+#[test]
+fn scope_limits_are_enforced_inside() {
+    let img = img();
+    // Memory: allocating past MemoryMax is OOM-killed.
+    let n = name("mem");
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "-q",
+        "--property=MemoryMax=16M",
+        "--property=MemorySwapMax=0",
+        "/bin/dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=64M",
+        "count=1",
+    ]);
+    assert_eq!(out.code, 137, "dd was OOM-killed: {out:?}");
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "-q",
+        "--property=MemoryMax=16M",
+        "/bin/dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=4M",
+        "count=1",
+    ]);
+    assert_eq!(out.code, 0, "below the limit: {out:?}");
+
+    // Tasks: a fork bomb stops at TasksMax (the shell counts itself: 7 children fit in 8).
+    let n = name("tasks");
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "-q",
+        "--property=TasksMax=8",
+        "/bin/sh",
+        "-c",
+        FORK_BOMB,
+    ]);
+    assert_fork_bomb_stopped(&out, 8);
+
+    // CPU: a busy loop under CPUQuota=20% is throttled (cpu.stat on the host side).
+    let n = name("cpu");
+    let mut bg = start_registered(
+        &n,
+        &["--property=CPUQuota=20%"],
+        &["/bin/sh", "-c", "while :; do :; done"],
+    );
+    let stat = format!("/sys/fs/cgroup/cpu/machine.slice/machine-{n}.scope/cpu.stat");
+    let quota = rig_sh(&format!(
+        "cat /sys/fs/cgroup/cpu/machine.slice/machine-{n}.scope/cpu.cfs_quota_us"
+    ));
+    assert_eq!(quota.trim(), "20000");
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = rig_sh(&format!("cat {stat}"));
+    let throttled: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(throttled > 0, "{s}");
+    rig_sh(&format!("machinectl terminate {n}"));
+    bg.wait(30);
+}
+
+/// berth@.service: `systemctl start berth@NAME` runs the stored image NAME registered under
+/// its own unit (--keep-unit), Type=notify; `systemctl stop` ends it.
+#[test]
+fn unit_template_runs_and_stops_a_container() {
+    let n = name("svc");
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/units/berth@.service"))
+            .unwrap()
+            .replace("/usr/local/bin/berth", BERTH);
+    let (_, scratch) = rig::shared();
+    let unit_path = scratch.join("berth@.service");
+    std::fs::write(&unit_path, unit).unwrap();
+    rig_sh(&format!(
+        "set -e; cp {u} /etc/systemd/system/berth@.service; mkdir -p /var/lib/machines; \
+         cp -a {img} /var/lib/machines/{n}; \
+         printf '#!/bin/sh\\necho hello from {n}\\nexec sleep 600\\n' > /var/lib/machines/{n}/bin/svc; \
+         chmod 755 /var/lib/machines/{n}/bin/svc; \
+         mkdir -p /etc/berth; echo 'BERTH_ARGS=/bin/svc' > /etc/berth/{n}.conf; \
+         systemctl daemon-reload",
+        u = unit_path.display(),
+        img = img(),
+    ));
+    rig_sh(&format!("systemctl start berth@{n}"));
+    assert_eq!(
+        rig_sh(&format!("systemctl is-active berth@{n}")).trim(),
+        "active"
+    );
+    assert_eq!(prop(&n, "Unit"), format!("berth@{n}.service"));
+    assert_eq!(prop(&n, "Service"), "berth");
+    let status = rig_sh(&format!("systemctl show -p StatusText --value berth@{n}"));
+    assert!(status.contains("Container running"), "{status}");
+    assert!(eventually(5, || rig_sh(&format!(
+        "journalctl -u berth@{n} -o cat"
+    ))
+    .contains(&format!("hello from {n}"))));
+    rig_sh(&format!("systemctl stop berth@{n}"));
+    assert!(!rig_sh_status(&format!("systemctl is-active berth@{n}")));
+    assert!(eventually(5, || !registered(&n)));
+    rig_sh(&format!("rm -rf /var/lib/machines/{n} /etc/berth/{n}.conf"));
+}
+
+// --- Without systemd: berth's own cgroup on this (hybrid) host ---------------------------
+
+fn host_berth(args: &[&str]) -> Out {
+    let o = Command::new(BERTH)
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    out_of(o)
+}
+
+fn leftover_cgroups(n: &str) -> Vec<String> {
+    let out = Command::new("find")
+        .args([
+            "/sys/fs/cgroup",
+            "-maxdepth",
+            "5",
+            "-name",
+            &format!("machine-{n}-*.scope"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn own_cgroup_limits_are_enforced_and_removed() {
+    let img = img();
+    let n = name("own");
+    // The container's cgroup is its cgroup-namespace root, and limits are set in v1 files.
+    let out = host_berth(&[
+        "--register=no",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "--property=MemoryMax=16M",
+        "--property=TasksMax=8",
+        "--property=CPUQuota=20%",
+        "/bin/cat",
+        "/proc/self/cgroup",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.lines().any(|l| l == "0::/"), "{}", out.stdout);
+    assert!(
+        out.stdout.lines().any(|l| l.ends_with(":memory:/")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert!(
+        leftover_cgroups(&n).is_empty(),
+        "{:?}",
+        leftover_cgroups(&n)
+    );
+
+    // Memory over the limit: OOM-killed.
+    let out = host_berth(&[
+        "--register=no",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "--property=MemoryMax=16M",
+        "/bin/dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=64M",
+        "count=1",
+    ]);
+    assert_eq!(out.code, 137, "{out:?}");
+    // Fork bomb: stops at TasksMax.
+    let out = host_berth(&[
+        "--register=no",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "--property=TasksMax=8",
+        "/bin/sh",
+        "-c",
+        FORK_BOMB,
+    ]);
+    assert_fork_bomb_stopped(&out, 8);
+    // CPU quota: a second of busy loop gets throttled; the container reads cpu time used.
+    let out = host_berth(&[
+        "--register=no",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "--property=CPUQuota=20%",
+        "/bin/sh",
+        "-c",
+        "timeout 1 sh -c 'while :; do :; done'; cat /proc/self/stat >/dev/null; \
+               awk '{print $14+$15+$16+$17}' /proc/1/stat",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // Children's user+sys ticks of PID 1 (the shell): at most ~20% of 1 s (100 Hz ticks).
+    let ticks: u64 = out
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{out:?}"));
+    assert!(
+        ticks <= 40,
+        "busy loop used {ticks} ticks in 1 s under CPUQuota=20%"
+    );
+    assert!(
+        leftover_cgroups(&n).is_empty(),
+        "{:?}",
+        leftover_cgroups(&n)
+    );
+}
+
+#[test]
+fn own_cgroup_refuses_what_it_cannot_apply() {
+    let img = img();
+    let n = name("unsup");
+    for p in [
+        "MemoryHigh=1M",
+        "DeviceAllow=/dev/fuse rw",
+        "KillMode=mixed",
+    ] {
+        let prop = format!("--property={p}");
+        let out = host_berth(&[
+            "--register=no",
+            "-M",
+            &n,
+            "-D",
+            &img,
+            "--pipe",
+            &prop,
+            "/bin/true",
+        ]);
+        out.assert_one_line_error(125, p);
+        assert!(leftover_cgroups(&n).is_empty());
+    }
+}
+
+/// A private D-Bus daemon standing in for a system bus without machined on it.
+struct PrivateBus {
+    daemon: Child,
+    address: String,
+    _dir: support::TempDir,
+}
+
+impl PrivateBus {
+    fn start() -> PrivateBus {
+        let dir = support::TempDir::new("bus");
+        let sock = dir.path().join("bus");
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "<busconfig><type>system</type><listen>unix:path={}</listen>\
+                 <auth>EXTERNAL</auth><policy context=\"default\">\
+                 <allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/>\
+                 <allow own=\"*\"/></policy></busconfig>",
+                sock.display()
+            ),
+        )
+        .unwrap();
+        let daemon = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .arg("--nofork")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (apt-get install dbus)");
+        assert!(eventually(5, || sock.exists()), "dbus-daemon did not start");
+        PrivateBus {
+            daemon,
+            address: format!("unix:path={}", sock.display()),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+#[test]
+fn without_machined_register_yes_fails_and_auto_says_so() {
+    let img = img();
+    let n = name("nobus");
+    let run = |bus: &str, args: &[&str]| {
+        let o = Command::new(BERTH)
+            .arg("run")
+            .args(args)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        out_of(o)
+    };
+    let nobus = "unix:path=/nonexistent/system_bus_socket";
+    // No system bus at all (a host without systemd): yes fails, auto runs quietly in berth's
+    // own cgroup.
+    let out = run(
+        nobus,
+        &[
+            "--register=yes",
+            "-M",
+            &n,
+            "-D",
+            &img,
+            "--pipe",
+            "/bin/true",
+        ],
+    );
+    out.assert_one_line_error(125, "cannot reach systemd-machined");
+    let auto = [
+        "--register=auto",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "--property=TasksMax=5",
+        "/bin/sh",
+        "-c",
+        "cat /proc/self/cgroup",
+    ];
+    let out = run(nobus, &auto);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert!(
+        out.stdout.lines().any(|l| l == "0::/"),
+        "own cgroup: {out:?}"
+    );
+    assert!(
+        out.stdout.lines().any(|l| l.ends_with(":pids:/")),
+        "own cgroup: {out:?}"
+    );
+
+    // A system bus without machined on it: yes fails, auto says so in one line and goes on.
+    let bus = PrivateBus::start();
+    let out = run(
+        &bus.address,
+        &[
+            "--register=yes",
+            "-M",
+            &n,
+            "-D",
+            &img,
+            "--pipe",
+            "/bin/true",
+        ],
+    );
+    out.assert_one_line_error(125, "cannot reach systemd-machined");
+    let out = run(&bus.address, &auto);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{out:?}");
+    assert!(
+        lines[0].contains("not reachable") && lines[0].contains(&n),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.lines().any(|l| l == "0::/"),
+        "own cgroup: {out:?}"
+    );
+    assert!(leftover_cgroups(&n).is_empty());
+}
+
+#[test]
+fn registered_supervisor_is_small_and_holds_no_bus_connection() {
+    let n = name("rss");
+    let bg = start_registered(&n, &[], &["/bin/sleep", "600"]);
+    // Once the payload runs, the supervisor has shed its setup: no control channel, no bus.
+    let leader = prop(&n, "Leader");
+    assert!(eventually(10, || rig_sh(&format!(
+        "cat /proc/{leader}/comm"
+    ))
+    .trim()
+        == "sleep"));
+    let sockets = || -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{}/fd", bg.pid))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|f| f.starts_with("socket:"))
+            .collect()
+    };
+    assert!(eventually(5, || sockets().is_empty()), "{:?}", sockets());
+    std::thread::sleep(Duration::from_millis(200));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", bg.pid)).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let threads: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert_eq!(threads, 1, "no zbus threads in the supervisor");
+    if cfg!(debug_assertions) {
+        eprintln!("supervisor RSS (debug build): {rss_kb} KiB");
+    } else {
+        assert!(rss_kb <= 2048, "supervisor RSS {rss_kb} KiB > 2 MiB");
+    }
+    drop(bg);
+    assert!(eventually(10, || !registered(&n)));
+}
+
+#[test]
+fn cgroup_of_a_sigkilled_berth_is_collected_by_the_next_one() {
+    let img = img();
+    let n = name("stale");
+    let mut child = Command::new(BERTH)
+        .args([
+            "run",
+            "--register=no",
+            "-M",
+            &n,
+            "-D",
+            &img,
+            "--pipe",
+            "/bin/sleep",
+            "600",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(10, || !leftover_cgroups(&n).is_empty()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Its container died with it (PDEATHSIG); its cgroup is left, empty.
+    let stale = leftover_cgroups(&n);
+    assert!(!stale.is_empty());
+    assert!(eventually(5, || stale.iter().all(|d| {
+        std::fs::read_to_string(format!("{d}/cgroup.procs")).is_ok_and(|p| p.trim().is_empty())
+    })));
+    let out = host_berth(&["--register=no", "-M", &n, "-D", &img, "--pipe", "/bin/true"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        leftover_cgroups(&n).is_empty(),
+        "{:?}",
+        leftover_cgroups(&n)
+    );
+}

@@ -14,6 +14,11 @@ use std::path::PathBuf;
     propagate_version = true
 )]
 pub struct Cli {
+    /// The image store (each image a directory, as machinectl expects).
+    #[arg(long, global = true, env = "BERTH_STORE", value_name = "DIR",
+          default_value = crate::image::store::DEFAULT_STORE)]
+    pub store: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -28,6 +33,17 @@ pub enum Command {
     /// machine name as its hostname. Options mean what the systemd-nspawn option of the same name
     /// means; the defaults are safer, as the security defaults below say.
     Run(RunArgs),
+    /// Import a root file system tarball (plain, gzip, zstd or xz; detected from the content)
+    /// as image NAME.
+    #[command(name = "import-tar")]
+    ImportTar(ImportTarArgs),
+    /// Import an OCI image layout (a directory, or a tar of one) as image NAME.
+    #[command(name = "import-oci")]
+    ImportOci(ImportOciArgs),
+    /// List the images in the store.
+    Images(ImagesArgs),
+    /// Remove images from the store.
+    Remove(RemoveArgs),
     /// Print a shell completion script (bash, zsh or fish) on standard output.
     ///
     /// make install puts the scripts where the shells look for them. To try one in the current
@@ -94,6 +110,64 @@ fn run_after_long_help() -> String {
 }
 
 #[derive(Debug, Args)]
+pub struct ImportCommon {
+    /// Replace an existing image of the same name.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Mark the image read-only (the immutable flag on its directory, as machinectl does).
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+
+    /// Print no progress bar and no summary line.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Flush the file system (syncfs) before the image is published, as machinectl's
+    /// --sync does.
+    #[arg(long, value_name = "BOOL", default_value = "yes", value_parser = parse_bool,
+          action = clap::ArgAction::Set)]
+    pub sync: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportTarArgs {
+    /// The tarball, or - for standard input.
+    #[arg(value_name = "FILE|-")]
+    pub file: String,
+    /// Name of the new image.
+    pub name: String,
+    #[command(flatten)]
+    pub common: ImportCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportOciArgs {
+    /// The layout (directory or tar), optionally with the image's
+    /// org.opencontainers.image.ref.name.
+    #[arg(value_name = "LAYOUT[:REF]")]
+    pub layout: String,
+    /// Name of the new image.
+    pub name: String,
+    #[command(flatten)]
+    pub common: ImportCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The images to remove.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 #[command(
     after_help = "Security defaults: podman's capability set (no CAP_SYS_ADMIN) and a seccomp \
 filter, because a container without a user namespace is otherwise no security boundary; \
@@ -101,7 +175,8 @@ filter, because a container without a user namespace is otherwise no security bo
     after_long_help = run_after_long_help()
 )]
 pub struct RunArgs {
-    /// Directory to use as the container's root file system.
+    /// Directory to use as the container's root file system. Without it, -M NAME runs the
+    /// image NAME from the store (as nspawn looks up /var/lib/machines/NAME).
     #[arg(short = 'D', long = "directory", value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub directory: Option<PathBuf>,
 
@@ -144,6 +219,11 @@ pub struct RunArgs {
     /// Mount the root file system read-only.
     #[arg(long = "read-only")]
     pub read_only: bool,
+
+    /// Run on a throwaway overlay (a tmpfs upper layer over the tree), so nothing the
+    /// container writes persists.
+    #[arg(short = 'x', long)]
+    pub ephemeral: bool,
 
     /// Add capabilities to the default set: a comma-separated list (CAP_NET_ADMIN or NET_ADMIN),
     /// or "all".

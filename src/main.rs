@@ -8,6 +8,7 @@ mod cli;
 mod container;
 mod docs;
 mod exit;
+mod image;
 mod notify;
 mod place;
 mod property;
@@ -16,6 +17,7 @@ mod seccomp;
 mod spec;
 mod sys;
 
+use anyhow::Context;
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -33,8 +35,20 @@ fn main() -> ExitCode {
 
 fn run(cli: cli::Cli) -> anyhow::Result<u8> {
     match cli.command {
-        cli::Command::Run(args) => {
-            let spec = spec::from_run_args(&args)?;
+        cli::Command::Run(mut args) => {
+            // -M NAME without -D: the image NAME from the store
+            let image = match (&args.directory, &args.machine) {
+                (None, Some(name)) => {
+                    let img = image::run::lookup(&cli.store, name)?;
+                    args.directory = Some(img.dir.clone());
+                    Some(img)
+                }
+                _ => None,
+            };
+            let mut spec = spec::from_run_args(&args)?;
+            if let Some(img) = &image {
+                image::run::apply(img, &mut spec, &args)?;
+            }
             Ok(container::run(&spec)?)
         }
         cli::Command::Completion(args) => {
@@ -44,5 +58,94 @@ fn run(cli: cli::Cli) -> anyhow::Result<u8> {
                 .map_err(|e| anyhow::anyhow!("writing the completion script: {e}"))?;
             Ok(0)
         }
+        cli::Command::ImportTar(a) => {
+            let store = image::store::Store::open(&cli.store)?;
+            let s = image::import::import_tar(&store, &a.file, &a.name, &import_options(&a.common))
+                .with_context(|| format!("importing {}", a.file))?;
+            if !a.common.quiet {
+                eprintln!("{}", s.line());
+            }
+            Ok(0)
+        }
+        cli::Command::ImportOci(a) => {
+            let store = image::store::Store::open(&cli.store)?;
+            let s =
+                image::import::import_oci(&store, &a.layout, &a.name, &import_options(&a.common))
+                    .with_context(|| format!("importing {}", a.layout))?;
+            if !a.common.quiet {
+                eprintln!("{}", s.line());
+            }
+            Ok(0)
+        }
+        cli::Command::Images(a) => {
+            let store = image::store::Store::open(&cli.store)?;
+            let list = store.list()?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_images(&list);
+            }
+            Ok(0)
+        }
+        cli::Command::Remove(a) => {
+            let store = image::store::Store::open(&cli.store)?;
+            for n in &a.names {
+                store.remove(n).with_context(|| format!("removing {n}"))?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn import_options(c: &cli::ImportCommon) -> image::import::Options {
+    image::import::Options {
+        force: c.force,
+        read_only: c.read_only,
+        limits: image::Limits::from_env(),
+        progress: !c.quiet,
+        sync: c.sync,
+    }
+}
+
+fn print_images(list: &[image::store::ImageInfo]) {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let w = list.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
+    let _ = writeln!(
+        out,
+        "{:w$}  {:>10}  {:19}  {:3}  TYPE",
+        "NAME", "SIZE", "CREATED", "RO"
+    );
+    for i in list {
+        let size = i.size.map_or("-".to_string(), human_size);
+        let created = i.created.map_or("-".to_string(), image::store::format_time);
+        let ro = if i.read_only { "yes" } else { "no" };
+        let _ = writeln!(
+            out,
+            "{:w$}  {size:>10}  {created:19}  {ro:3}  {}",
+            i.name, i.kind
+        );
+    }
+    let _ = write!(
+        out,
+        "\n{} image{} listed.",
+        list.len(),
+        if list.len() == 1 { "" } else { "s" }
+    );
+    println!("{out}");
+}
+
+fn human_size(b: u64) -> String {
+    const U: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", U[i])
     }
 }

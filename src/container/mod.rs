@@ -9,6 +9,7 @@ mod caps;
 mod child;
 mod console;
 mod delegate;
+mod ephemeral;
 mod error;
 mod exec;
 mod mount;

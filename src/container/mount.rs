@@ -159,6 +159,22 @@ pub fn prepare(spec: &Spec, root: &Path, captured: &mut Captured) -> Result<(), 
     // The captured tree on top of the tree's own path: a mount point for pivot_root.
     sys::move_mount(captured.root.as_fd(), &cstr(root))
         .ctx(format!("attaching {}", root.display()))?;
+    // open_tree(OPEN_TREE_CLONE) puts the clone in the peer group of the host's mount. On a
+    // host whose / is shared (every systemd host), /proc and /sys mounted below would then
+    // propagate to the host's own copy of the tree, and pivot_root refuses a shared new root
+    // (EINVAL). The container's tree shares nothing with the host.
+    mount(
+        None::<&str>,
+        root,
+        None::<&str>,
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx("making the tree a private mount")?;
+    // -x/--ephemeral: a tmpfs-backed overlay stacked on the attached tree
+    if crate::spec::ext::Berth::from_spec(spec).is_ok_and(|b| b.ephemeral) {
+        super::ephemeral::overlay_root(root)?;
+    }
     let rootfd: OwnedFd = fs::File::open(root)
         .ctx(format!("opening {}", root.display()))?
         .into();

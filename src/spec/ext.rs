@@ -45,6 +45,8 @@ pub struct Berth {
     /// No command was given: process.args[0] is the preferred shell, run as a login shell.
     pub login_shell: bool,
     pub quiet: bool,
+    /// The root is an overlay with a tmpfs upper layer over the tree (-x/--ephemeral).
+    pub ephemeral: bool,
     /// How the tree's ownership follows the user namespace (off without one).
     pub ownership: Ownership,
 }
@@ -76,6 +78,7 @@ impl Berth {
             ("boot", self.boot),
             ("login-shell", self.login_shell),
             ("quiet", self.quiet),
+            ("ephemeral", self.ephemeral),
         ] {
             if v {
                 put(k, "1".into());
@@ -105,6 +108,7 @@ impl Berth {
             boot: flag("boot"),
             login_shell: flag("login-shell"),
             quiet: flag("quiet"),
+            ephemeral: flag("ephemeral"),
             ownership: match get("userns-ownership") {
                 None => Ownership::Off,
                 Some(v) => Ownership::parse(v)
@@ -129,6 +133,7 @@ mod tests {
             boot: true,
             login_shell: false,
             quiet: true,
+            ephemeral: true,
             ownership: Ownership::Map,
         };
         let mut ann = HashMap::new();

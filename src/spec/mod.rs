@@ -368,6 +368,7 @@ pub fn from_run_args(args: &RunArgs) -> Result<Spec, SpecError> {
         boot: args.boot,
         login_shell,
         quiet: args.quiet,
+        ephemeral: args.ephemeral,
         ownership: if range.is_some() {
             ownership
         } else {

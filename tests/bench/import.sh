@@ -1,0 +1,107 @@
+#!/bin/bash
+# Import benchmark (issue 3): one rootfs as a single-gzip-layer OCI layout, imported by berth
+# (with all verification: blob sha256, diff_id, limits) beside `umoci unpack` of the same
+# layout and `tar -xzf` of the same layer blob, in the same run, on a warm page cache.
+# berth runs with --sync=no (tar and umoci do not sync either) and, as "berth+sync", with the
+# default syncfs before publishing. Reports wall time, CPU time and peak RSS (median of N runs) and the ratios; never asserts.
+#
+# Usage: tests/bench/import.sh BERTH [ROOTFS.tar[.gz|.zst|.xz] | DIR] [RUNS]
+#   default rootfs: the Debian tarball from images/debian/build if that script exists,
+#   else /usr packed as the layer (the report says which).
+# Needs root, umoci, GNU time (/usr/bin/time), gzip, sha256sum.
+set -euo pipefail
+berth=$(realpath "${1:?usage: $0 BERTH [ROOTFS] [RUNS]}")
+src=${2:-}
+runs=${3:-3}
+top=$(cd "$(dirname "$0")/../.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "bench: must run as root" >&2; exit 1; }
+for t in umoci /usr/bin/time gzip sha256sum; do
+    command -v "$t" >/dev/null || { echo "bench: $t not found" >&2; exit 1; }
+done
+
+w=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
+cleanup() { chattr -R -i "$w" 2>/dev/null || true; rm -rf "$w"; }
+trap cleanup EXIT
+
+if [ -z "$src" ] && [ -x "$top/images/debian/build" ]; then
+    src=$("$top/images/debian/build" | tail -n1)
+    what="Debian minbase (images/debian/build): $src"
+elif [ -z "$src" ]; then
+    src=/usr
+    what="/usr of the host (images/debian not available)"
+else
+    what="$src"
+fi
+
+# The layer: an uncompressed tar of the tree, then one gzip member (gzip -6, as umoci/docker).
+echo "bench: preparing the layer from $what" >&2
+if [ -d "$src" ]; then
+    tar -C "$src" --numeric-owner -cf "$w/layer.tar" .
+else
+    case $(head -c4 "$src" | od -An -tx1 | tr -d ' ') in
+        1f8b*) gzip -dc "$src" > "$w/layer.tar" ;;
+        28b52ffd) zstd -dc "$src" > "$w/layer.tar" ;;
+        fd377a58) xz -dc "$src" > "$w/layer.tar" ;;
+        *) cp "$src" "$w/layer.tar" ;;
+    esac
+fi
+gzip -6 -n -c "$w/layer.tar" > "$w/layer.tar.gz"
+diff_id=$(sha256sum "$w/layer.tar" | cut -d' ' -f1)
+usize=$(stat -c %s "$w/layer.tar")
+rm "$w/layer.tar"
+
+L=$w/layout
+mkdir -p "$L/blobs/sha256"
+blob() { # FILE -> prints "digest size", stores the blob
+    local d s
+    d=$(sha256sum "$1" | cut -d' ' -f1); s=$(stat -c %s "$1")
+    cp "$1" "$L/blobs/sha256/$d"; echo "$d $s"
+}
+read -r ld ls < <(blob "$w/layer.tar.gz")
+printf '{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$diff_id" > "$w/config.json"
+read -r cd cs < <(blob "$w/config.json")
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+    "$cd" "$cs" "$ld" "$ls" > "$w/manifest.json"
+read -r md ms < <(blob "$w/manifest.json")
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' \
+    "$md" "$ms" > "$L/index.json"
+echo '{"imageLayoutVersion":"1.0.0"}' > "$L/oci-layout"
+gzfile=$L/blobs/sha256/$ld
+cat "$gzfile" > /dev/null # warm cache for everyone
+
+measure() { # NAME CMD... ; appends "name wall user+sys maxrss_kb" to $w/results
+    local name=$1; shift
+    sync
+    /usr/bin/time -f "%e %U %S %M" -o "$w/t" "$@" >/dev/null 2>"$w/err" || {
+        echo "bench: $name failed:" >&2; cat "$w/err" >&2; exit 1; }
+    read -r e u s m < "$w/t"
+    echo "$name $e $(echo "$u + $s" | bc) $m" >> "$w/results"
+}
+
+: > "$w/results"
+for i in $(seq "$runs"); do
+    echo "bench: run $i/$runs" >&2
+    mkdir "$w/tarx"
+    measure tar tar -xzf "$gzfile" -C "$w/tarx"
+    rm -rf "$w/tarx"
+    measure umoci umoci unpack --image "$L:latest" "$w/bundle"
+    rm -rf "$w/bundle"
+    measure berth "$berth" --store "$w/store" import-oci -q --sync=no "$L:latest" img
+    "$berth" --store "$w/store" remove img
+    measure berth+sync "$berth" --store "$w/store" import-oci -q "$L:latest" img
+    "$berth" --store "$w/store" remove img
+done
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+col() { awk -v n="$1" -v c="$2" '$1==n {print $c}' "$w/results" | median; }
+printf '\nimport benchmark: %s\n' "$what"
+printf 'layer: %.1f MiB gzip, %.1f MiB uncompressed; median of %s runs, warm cache, %s CPUs\n\n' \
+    "$(echo "$ls/1048576" | bc -l)" "$(echo "$usize/1048576" | bc -l)" "$runs" "$(nproc)"
+printf '%-8s %10s %10s %12s\n' tool wall_s cpu_s peak_rss_MiB
+for n in tar umoci berth berth+sync; do
+    printf '%-8s %10.2f %10.2f %12.1f\n' "$n" "$(col $n 2)" "$(col $n 3)" "$(echo "$(col $n 4)/1024" | bc -l)"
+done
+bt=$(col berth 2); tt=$(col tar 2); ut=$(col umoci 2)
+printf '\nberth / tar -xzf:     %.2fx  (target <= 1.0)\n' "$(echo "$bt/$tt" | bc -l)"
+printf 'berth / umoci unpack: %.2fx  (target <= 0.5)\n' "$(echo "$bt/$ut" | bc -l)"

@@ -1,0 +1,201 @@
+//! `berth run -M NAME` on a stored image (the OCI config as the container's defaults) and
+//! `-x/--ephemeral`, seen from inside the container and from the host.
+
+mod image_common;
+use image_common::*;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A store holding the busybox OCI image built by images/busybox/build-oci.
+fn rig_with_image() -> Rig {
+    let r = Rig::new();
+    let layout = r.input("busybox-oci");
+    run(Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/images/busybox/build-oci"
+    ))
+    .arg(&layout));
+    r.ok(&["import-oci", &format!("{}:latest", layout.display()), "bb"]);
+    r
+}
+
+fn berth_run(r: &Rig, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(BERTH)
+        .arg("--store")
+        .arg(r.store())
+        .arg("run")
+        .arg("--pipe")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_stored_image_with_its_config() {
+    let r = rig_with_image();
+    // Entrypoint + Cmd, Env, WorkingDir
+    let (code, out, err) = berth_run(&r, &["-M", "bb"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello from berth in /srv\n");
+    // a COMMAND replaces Cmd and keeps the Entrypoint (sh -c)
+    let (code, out, err) = berth_run(&r, &["-M", "bb", "echo $GREETING; pwd; cat /etc/motd"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "berth\n/srv\nberth busybox OCI image\n");
+    // the user's -E and --chdir win over the image
+    let (code, out, err) = berth_run(
+        &r,
+        &[
+            "-M",
+            "bb",
+            "-E",
+            "GREETING=user",
+            "--chdir",
+            "/tmp",
+            "echo $GREETING; pwd",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "user\n/tmp\n");
+    // the layer-2 whiteout took effect
+    let (code, _, _) = berth_run(&r, &["-M", "bb", "test -e /etc/layer1-only"]);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn run_unknown_image_is_one_line_error() {
+    let r = Rig::new();
+    let (code, out, err) = berth_run(&r, &["-M", "nope", "/bin/true"]);
+    assert_eq!(code, 125);
+    assert_eq!(out, "");
+    assert_eq!(err, "berth: no image nope in the store\n");
+}
+
+#[test]
+fn ephemeral_writes_do_not_persist() {
+    let r = rig_with_image();
+    let before = snapshot(&r.image("bb"), std::path::Path::new("/nonexistent"));
+    let (code, out, err) = berth_run(
+        &r,
+        &[
+            "-M",
+            "bb",
+            "-x",
+            "echo changed > /etc/motd; touch /new; rm /bin/ls; awk '$2 == \"/\"' /proc/self/mounts; cat /etc/motd; ls /new",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("overlay / overlay "), "{out}");
+    assert!(
+        !lines[0].contains(r.path().to_str().unwrap()),
+        "no host paths shown: {out}"
+    );
+    assert_eq!(&lines[1..], ["changed", "/new"]);
+    // nothing reached the image
+    assert_eq!(
+        before,
+        snapshot(&r.image("bb"), std::path::Path::new("/nonexistent"))
+    );
+    let (code, out, _) = berth_run(
+        &r,
+        &["-M", "bb", "cat /etc/motd; test -e /new || echo gone"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out, "berth busybox OCI image\ngone\n");
+    // and -x works on a -D tree too
+    let tree = r.image("bb");
+    let (code, _, err) = berth_run(
+        &r,
+        &[
+            "-D",
+            tree.to_str().unwrap(),
+            "-M",
+            "eph",
+            "-x",
+            "/bin/sh",
+            "-c",
+            "touch /d-new",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!tree.join("d-new").exists());
+}
+
+#[test]
+fn stop_signal_becomes_the_kill_signal() {
+    let r = rig_with_image();
+    // PID 1 traps SIGINT (the image's StopSignal); berth gets SIGTERM and must forward SIGINT
+    let mut child = Command::new(BERTH)
+        .arg("--store")
+        .arg(r.store())
+        .args([
+            "run",
+            "--pipe",
+            "-M",
+            "bb",
+            "trap 'echo got INT; exit 7' INT; trap 'echo got TERM; exit 8' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stdout = child.stdout.take().unwrap();
+    let mut child = Reap(child);
+    let mut buf = [0u8; 6];
+    stdout.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "container did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "got INT\n");
+    assert_eq!(status.code(), Some(7));
+}
+
+#[test]
+fn read_only_image_runs_read_only_unless_ephemeral() {
+    let r = rig_with_image();
+    let layout = r.input("busybox-oci");
+    r.ok(&[
+        "import-oci",
+        "--read-only",
+        &format!("{}:latest", layout.display()),
+        "ro",
+    ]);
+    let (code, out, err) = berth_run(&r, &["-M", "ro", "touch /etc/x 2>&1; echo rc=$?"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Read-only file system") && out.ends_with("rc=1\n"),
+        "{out}"
+    );
+    let (code, out, err) = berth_run(&r, &["-M", "ro", "-x", "touch /etc/x; echo rc=$?"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "rc=0\n");
+    assert!(!r.image("ro").join("etc/x").exists());
+}

@@ -1,0 +1,47 @@
+# A booted container (berth run -b) with its own systemd on the v2 host (issue 4).
+
+# The container's systemd gets a delegated, writable subtree: it creates its own init.scope and
+# system.slice below the machine's cgroup and sees that cgroup as its root. machinectl shell
+# (machined talking to the container's own dbus) works, and poweroff ends berth.
+test_boot_delegated_subtree() {
+    local name=vmboot cg out
+    berth_bg "$name" /run/berth-vm/$name.out -b -D "$DEBIAN" --pipe
+    wait_for 60 "machine $name" registered "$name"
+    cg=$(machine_cgroup "$name")
+    wait_for 180 "the container's systemd to create $cg/init.scope" test -d "$cg/init.scope"
+    wait_for 180 "the container's systemd to create $cg/system.slice" test -d "$cg/system.slice"
+    note "subtree: $(cd "$cg" && find . -mindepth 1 -maxdepth 2 -type d | tr '\n' ' ')"
+    # Delegated: the container's cgroups are owned by it and controllers reach them.
+    grep -qw memory "$cg/cgroup.subtree_control" ||
+        fail "memory is not enabled for the container's subtree ($(cat "$cg/cgroup.subtree_control"))"
+    wait_for 180 "machinectl shell $name" eval "machinectl shell -q $name /bin/true"
+    out=$(machinectl shell -q "$name" /bin/cat /proc/self/cgroup </dev/null 2>&1 | tr -d '\r')
+    note "inside: $out"
+    grep -q '^0::/' <<<"$out" || fail "no v2 cgroup line inside: $out"
+    ! grep -q machine.slice <<<"$out" || fail "the container sees the host's cgroup path: $out"
+    machinectl poweroff "$name" || fail "machinectl poweroff $name failed"
+    wait_exit "$BG_PID" 120
+    expect_eq "berth's exit status after poweroff" "$EXIT_STATUS" 0
+}
+
+# The same without machined (--register=no): berth's own cgroup on pure v2, delegated to the
+# container's systemd, which builds its tree below it; SIGTERM halts the container, berth
+# exits 0 and removes the cgroup.
+test_boot_register_no() {
+    local name=vmbootnoreg init cg
+    berth_bg "$name" /run/berth-vm/$name.out -b --register=no -D "$DEBIAN" --pipe
+    wait_for 60 "the container's init (a child of berth $BG_PID)" \
+        eval "read -r init _ </proc/$BG_PID/task/$BG_PID/children"
+    read -r init _ <"/proc/$BG_PID/task/$BG_PID/children"
+    # The container's systemd moves itself into init.scope of the cgroup it was given.
+    wait_for 180 "the container's systemd to move into its init.scope" \
+        eval "grep -q '^0::/.*/init.scope$' /proc/$init/cgroup"
+    cg=/sys/fs/cgroup$(sed -n 's|^0::\(.*\)/init.scope$|\1|p' "/proc/$init/cgroup")
+    note "container cgroup $cg"
+    wait_for 180 "the container's systemd to create $cg/system.slice" test -d "$cg/system.slice"
+    ! registered "$name" || fail "machine $name is registered despite --register=no"
+    kill -TERM "$BG_PID"
+    wait_exit "$BG_PID" 120
+    expect_eq "berth's exit status after SIGTERM (halt)" "$EXIT_STATUS" 0
+    [ ! -e "$cg" ] || fail "berth left the container's cgroup $cg behind"
+}

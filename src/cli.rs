@@ -384,7 +384,7 @@ mod tests {
         ])
         .unwrap();
         let Command::Run(a) = cli.command else {
-            panic!("not run")
+            panic!("run")
         };
         assert_eq!(a.register, crate::register::Mode::No);
         assert!(a.keep_unit);
@@ -393,7 +393,7 @@ mod tests {
         assert_eq!(a.command, ["true"]);
         let cli = Cli::try_parse_from(["berth", "run", "true"]).unwrap();
         let Command::Run(a) = cli.command else {
-            panic!("not run")
+            panic!("run")
         };
         assert_eq!(a.register, crate::register::Mode::Auto);
         assert!(Cli::try_parse_from(["berth", "run", "--register=maybe", "true"]).is_err());

@@ -218,7 +218,7 @@ mod tests {
         all.push("true");
         let crate::cli::Command::Run(a) = crate::cli::Cli::try_parse_from(all).unwrap().command
         else {
-            panic!("not run")
+            panic!("run")
         };
         a
     }

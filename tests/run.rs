@@ -877,3 +877,46 @@ fn payload_runs_with_umask_0022() {
     let o = sh(&[], "umask; touch /tmp/f; stat -c %a /tmp/f");
     assert_eq!(o.stdout, "0022\n644\n", "{o:?}");
 }
+
+#[test]
+fn console_output_survives_the_payload_closing_its_stdio() {
+    // A booted systemd closes its stdio first and opens /dev/console later, and keeps
+    // running: what it writes then must reach berth's output while it runs.
+    let mut child = berth()
+        .args([
+            "run",
+            "-D",
+            busybox().to_str().unwrap(),
+            "--console=read-only",
+            "/bin/sh",
+            "-c",
+        ])
+        .arg("exec 0<&- 1>&- 2>&-; sleep 0.5; echo late > /dev/console; exec sleep 60")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut seen = Vec::new();
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("late") {
+                let _ = tx.send(());
+                break;
+            }
+        }
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        got,
+        "console output written after the payload closed its stdio was not relayed"
+    );
+}

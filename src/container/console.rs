@@ -102,6 +102,21 @@ pub fn copy_winsize(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
     }
 }
 
+/// An fd of the pty's slave end, opened through the master (TIOCGPTPEER): no path lookup in
+/// the container's devpts, which the supervisor cannot see.
+pub fn peer(master: BorrowedFd<'_>) -> Option<OwnedFd> {
+    const TIOCGPTPEER: libc::c_ulong = 0x5441;
+    // SAFETY: TIOCGPTPEER returns a new fd or -1; we take ownership of a valid one.
+    let fd = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    (fd >= 0).then(|| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
 pub fn is_tty(fd: BorrowedFd<'_>) -> bool {
     nix::unistd::isatty(fd.as_fd()).unwrap_or(false)
 }

@@ -43,14 +43,51 @@ fn v2_mount() -> &'static Path {
     }
 }
 
-pub fn delegate(pid: libc::pid_t, uid: u32, gid: u32) -> Result<(), DelegateError> {
+fn write_pid(dir: &Path, pid: libc::pid_t) -> Result<(), DelegateError> {
+    let procs = dir.join("cgroup.procs");
+    std::fs::write(&procs, pid.to_string()).map_err(|source| DelegateError::Chown {
+        path: procs,
+        source,
+    })
+}
+
+/// Gives the container a cgroup subtree of its own, owned by `owner` (the user namespace's
+/// root) when it has one. Under --keep-unit the container was registered in berth's own
+/// service cgroup: as nspawn does, the service's cgroup is split into `payload` (the
+/// container's, delegated) and `supervisor` (berth), since a cgroup with processes in it
+/// cannot hand out controllers to children.
+pub fn delegate(pid: libc::pid_t, owner: Option<(u32, u32)>) -> Result<(), DelegateError> {
     let cg = v2_path(pid)?;
     // SAFETY: getpid has no preconditions.
-    let own = v2_path(unsafe { libc::getpid() })?;
-    if cg == own {
-        return Err(DelegateError::Shared(cg));
+    let me = unsafe { libc::getpid() };
+    let mut dir = v2_mount().join(cg.trim_start_matches('/'));
+    if cg == v2_path(me)? {
+        if cg == "/" {
+            return Err(DelegateError::Shared(cg));
+        }
+        // After a reboot berth already sits in the split's supervisor half.
+        if cg.ends_with("/supervisor") {
+            dir.pop();
+        }
+        for sub in ["supervisor", "payload"] {
+            match std::fs::create_dir(dir.join(sub)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(DelegateError::Chown {
+                        path: dir.join(sub),
+                        source,
+                    });
+                }
+            }
+        }
+        write_pid(&dir.join("supervisor"), me)?;
+        dir = dir.join("payload");
+        write_pid(&dir, pid)?;
     }
-    let dir = v2_mount().join(cg.trim_start_matches('/'));
+    let Some((uid, gid)) = owner else {
+        return Ok(());
+    };
     for p in [
         dir.clone(),
         dir.join("cgroup.procs"),

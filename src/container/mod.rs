@@ -196,9 +196,11 @@ fn launch(
     placement.place(spec, ext, pid)?;
 
     // A booted system in its own user namespace manages its cgroup subtree itself.
-    if ext.boot && userns {
-        let (base, _) = userns::range(spec).expect("a user namespace has a map");
-        delegate::delegate(pid, base, base)?;
+    if ext.boot {
+        let owner = userns
+            .then(|| userns::range(spec).expect("a user namespace has a map"))
+            .map(|(b, _)| (b, b));
+        delegate::delegate(pid, owner)?;
     }
 
     // If the child already failed, sending fails too; its Failed message is still queued.
@@ -352,6 +354,10 @@ fn supervise(
         ext.console,
         ConsoleMode::Interactive | ConsoleMode::ReadOnly
     ) && master.is_some();
+    // The console stays open for the container's whole life (container interface): a booted
+    // systemd closes its stdio at start, and without another holder of the pty's slave the
+    // master would report EIO and the relay would stop before systemd opens /dev/console again.
+    let _console_peer = master.as_ref().and_then(|m| console::peer(m.as_fd()));
     let _raw = if interactive && console::is_tty(stdin()) {
         if let Some(m) = &master {
             console::copy_winsize(stdin(), m.as_fd());

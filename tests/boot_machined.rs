@@ -1,0 +1,282 @@
+//! Booted Debian containers managed as a user would, in the real-systemd rig:
+//! `machinectl shell/login/status/reboot/poweroff`, and `systemctl start/stop berth@NAME`.
+
+mod rig;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use support::{eventually, rand_suffix};
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+fn debian() -> &'static Path {
+    static TREE: OnceLock<PathBuf> = OnceLock::new();
+    TREE.get_or_init(|| {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/debian/build"))
+            .arg("--tree-only")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running images/debian/build");
+        assert!(out.status.success(), "images/debian/build failed");
+        PathBuf::from(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .trim(),
+        )
+    })
+}
+
+/// A private copy of the Debian tree in the rig's scratch directory (bound in live).
+fn debian_copy(name: &str) -> PathBuf {
+    let (_, scratch) = rig::shared();
+    let dst = scratch.join(name);
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(debian())
+        .arg(&dst)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    dst
+}
+
+fn rig_sh(script: &str) -> (bool, String) {
+    let o = rig::shared_cmd("timeout")
+        .args(["120", "bash", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    (o.status.success(), text)
+}
+
+fn rig_ok(script: &str) -> String {
+    let (ok, text) = rig_sh(script);
+    assert!(ok, "in the rig: {script}\n{text}");
+    text
+}
+
+/// berth booting NAME in the rig, registered; output to a log file. Dropped: SIGKILL by pid.
+struct Boot {
+    nsenter: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Boot {
+    fn start(name: &str, root: &Path) -> Boot {
+        let log = root.with_extension("log");
+        let f = std::fs::File::create(&log).unwrap();
+        let nsenter = rig::shared_cmd(BERTH)
+            .args(["run", "-b", "-M", name, "-D", root.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Boot {
+            nsenter,
+            name: name.into(),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Until `machinectl shell` answers and systemd is up: its state.
+    fn wait_up(&self) -> String {
+        let end = Instant::now() + Duration::from_secs(150);
+        loop {
+            let (ok, text) = rig_sh(&format!(
+                "machinectl shell -q {} /bin/systemctl is-system-running --wait",
+                self.name
+            ));
+            let state = text.trim().lines().last().unwrap_or("").trim().to_string();
+            if ok || state == "degraded" {
+                if state == "degraded" {
+                    let (_, failed) = rig_sh(&format!(
+                        "machinectl shell -q {} /bin/systemctl --failed --no-legend --plain",
+                        self.name
+                    ));
+                    eprintln!("{} is degraded; failed units:\n{failed}", self.name);
+                }
+                return state;
+            }
+            assert!(
+                Instant::now() < end,
+                "{} never came up: {text}\nlog:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn leader(&self) -> String {
+        rig_sh(&format!("machinectl show -p Leader --value {}", self.name))
+            .1
+            .trim()
+            .to_string()
+    }
+
+    fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            if let Some(st) = self.nsenter.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Boot {
+    fn drop(&mut self) {
+        if self.nsenter.try_wait().ok().flatten().is_none() {
+            // berth is nsenter's child; kill it by its pid, then nsenter ends.
+            if let Ok(kids) =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.nsenter.id()))
+            {
+                for k in kids
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                {
+                    unsafe { libc::kill(k, libc::SIGKILL) };
+                }
+            }
+            let _ = self.nsenter.wait();
+        }
+    }
+}
+
+fn name(tag: &str) -> String {
+    format!("{tag}{}", &rand_suffix()[..6])
+}
+
+#[test]
+fn machinectl_manages_a_booted_debian() {
+    let n = name("deb");
+    let root = debian_copy(&n);
+    let mut b = Boot::start(&n, &root);
+    let state = b.wait_up();
+    assert!(
+        state == "running" || state == "degraded",
+        "{state}\n{}",
+        b.log()
+    );
+
+    // shell: a command inside, its output back.
+    let out = rig_ok(&format!(
+        "machinectl shell -q {n} /bin/sh -c 'echo inside $(hostname) $(cat /run/host/container-manager)'"
+    ));
+    assert!(out.contains(&format!("inside {n} berth")), "{out}");
+    // status: leader, root directory, unit.
+    let status = rig_ok(&format!("machinectl status {n} --no-pager"));
+    assert!(status.contains(&format!("machine-{n}.scope")), "{status}");
+    assert!(status.contains(root.to_str().unwrap()), "{status}");
+    assert!(
+        status.contains("systemd"),
+        "the process tree shows the container's systemd: {status}"
+    );
+    // login: a getty answers on a pty (machined's OpenMachineLogin).
+    let login = rig_sh(&format!(
+        "script -qec 'timeout 15 machinectl login {n}' /dev/null < /dev/null"
+    ))
+    .1;
+    assert!(login.contains("login:"), "{login}");
+
+    // reboot: the same berth starts the system again, registered again.
+    let first = b.leader();
+    rig_ok(&format!("machinectl reboot {n}"));
+    assert!(
+        eventually(90, || {
+            let l = b.leader();
+            !l.is_empty() && l != first
+        }),
+        "no new leader\n{}",
+        b.log()
+    );
+    let state = b.wait_up();
+    assert!(
+        state == "running" || state == "degraded",
+        "after reboot: {state}"
+    );
+
+    // poweroff: a clean shutdown, berth exits 0, the registration is gone.
+    rig_ok(&format!("machinectl poweroff {n}"));
+    assert_eq!(b.wait_exit(90), Some(0), "{}", b.log());
+    assert!(
+        b.log().contains("Powering off") || b.log().contains("Power-Off"),
+        "{}",
+        b.log()
+    );
+    assert!(eventually(10, || !rig_sh(&format!("machinectl show {n}")).0));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn unit_template_boots_and_stops_cleanly() {
+    let n = name("svc");
+    let root = debian_copy(&n);
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/units/berth@.service"))
+            .unwrap()
+            .replace("/usr/local/bin/berth", BERTH);
+    let (_, scratch) = rig::shared();
+    let unit_path = scratch.join(format!("berth@.service.{n}"));
+    std::fs::write(&unit_path, unit).unwrap();
+    rig_ok(&format!(
+        "set -e; cp {u} /etc/systemd/system/berth@.service; mkdir -p /var/lib/machines; \
+         ln -sfn {root} /var/lib/machines/{n}; systemctl daemon-reload",
+        u = unit_path.display(),
+        root = root.display(),
+    ));
+    // Type=notify: start returns once the container's systemd reported READY=1.
+    let t = Instant::now();
+    rig_ok(&format!("systemctl start berth@{n}"));
+    eprintln!("systemctl start berth@{n}: {:?}", t.elapsed());
+    assert_eq!(
+        rig_ok(&format!("systemctl is-active berth@{n}")).trim(),
+        "active"
+    );
+    assert_eq!(
+        rig_ok(&format!("machinectl show -p Unit --value {n}")).trim(),
+        format!("berth@{n}.service")
+    );
+    let out = rig_ok(&format!(
+        "machinectl shell -q {n} /bin/systemctl is-system-running"
+    ));
+    assert!(out.contains("running") || out.contains("degraded"), "{out}");
+    // stop: SIGTERM to berth, SIGRTMIN+3 to the container's systemd, a clean halt in time.
+    let t = Instant::now();
+    rig_ok(&format!("systemctl stop berth@{n}"));
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    let result = rig_ok(&format!("systemctl show -p Result --value berth@{n}"));
+    assert_eq!(
+        result.trim(),
+        "success",
+        "{}",
+        rig_sh(&format!("journalctl -u berth@{n} -o cat | tail -30")).1
+    );
+    let journal = rig_ok(&format!("journalctl -u berth@{n} -o cat"));
+    assert!(
+        journal.contains("Halting system") || journal.contains("System Halt"),
+        "{journal}"
+    );
+    rig_ok(&format!("rm -f /var/lib/machines/{n}"));
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -158,8 +158,8 @@ pub const FILES: &[Block] = &[
     .needs(&["run --boot"]),
     item(
         "`/etc/berth/`*NAME*`.conf`",
-        "BERTH_ARGS for `berth@`*NAME*`.service`: what the container runs, after berth's \
-         options.",
+        "BERTH_ARGS for `berth@`*NAME*`.service`, in place of `--boot`: more berth options, \
+         or a command to run instead of booting.",
     )
     .needs(&["run --keep-unit"]),
     item(
@@ -217,7 +217,7 @@ pub const EXAMPLES: &[Block] = &[
     )
     .needs(&["run --property"]),
     ex(
-        "Run the image debian (its /sbin/init) as a service, see `berth@.service`(8):",
+        "Boot the image debian as a service, see `berth@.service`(8):",
         "systemctl start berth@debian\nmachinectl status debian",
     )
     .needs(&["run --keep-unit"]),
@@ -242,23 +242,25 @@ pub const UNIT_SYNOPSIS: &str = "`berth@`*NAME*`.service`";
 
 pub const UNIT_DESCRIPTION: &[Block] = &[
     p(
-        "`berth@.service` is a template unit: `berth@`*NAME*`.service` runs the image \
-       /var/lib/machines/*NAME* with `berth run --keep-unit --register=yes --console=pipe -M` \
-       *NAME*, as `systemd-nspawn@.service` does for `systemd-nspawn`(1). What the container \
-       runs is BERTH_ARGS, from /etc/berth/*NAME*.conf where that exists (default: \
-       /sbin/init); berth options may stand before the command there. The unit's settings \
-       follow from how berth works with systemd:",
+        "`berth@.service` is a template unit: `berth@`*NAME*`.service` boots the image \
+         /var/lib/machines/*NAME* with `berth run --keep-unit --register=yes -M` *NAME* \
+         `--boot`: its systemd runs as PID 1, in a user namespace, as \
+         `systemd-nspawn@.service` does for `systemd-nspawn`(1). BERTH_ARGS in \
+         /etc/berth/*NAME*.conf replaces `--boot`: with more options (BERTH_ARGS=--boot \
+         --private-network), or with a command to run instead (BERTH_ARGS=/bin/app). The \
+         unit's settings follow from how berth works with systemd:",
     ),
     item(
         "`Type=notify`",
-        "berth sends READY=1 on $NOTIFY_SOCKET once the container runs (with `--boot`, once \
-         the container's systemd is ready), so `systemctl start` returns when it is up and \
+        "berth sends READY=1 on $NOTIFY_SOCKET once the container's systemd reports it is \
+         ready (without `--boot`, once the command runs), so `systemctl start` returns when it is up and \
          units ordered after it start after it.",
     ),
     item(
         "`KillMode=mixed`",
         "`systemctl stop` sends SIGTERM to berth alone, which passes the container's kill \
-         signal to its PID 1 (see `--kill-signal`); whatever is left when the stop timeout \
+         signal to its PID 1 (SIGRTMIN+3 for a booted system: a clean shutdown; see \
+         `--kill-signal`); whatever is left when the stop timeout \
          passes gets SIGKILL.",
     ),
     item(
@@ -294,13 +296,13 @@ pub const UNIT_EXAMPLES: &[Block] = &[
         "systemctl start berth@debian\nmachinectl status debian\nsystemctl stop berth@debian",
     ),
     ex(
-        "Start it with the other machines at boot (machines.target):",
+        "Start it with the other machines when the host boots (machines.target):",
         "systemctl enable berth@debian",
     ),
     ex(
         "Give the container web a read-only view of the host's /srv/www and at most 1 GiB of \
          memory:",
-        "echo 'BERTH_ARGS=--bind-ro=/srv/www:/var/www /sbin/init' >/etc/berth/web.conf\n\
+        "echo 'BERTH_ARGS=--boot --bind-ro=/srv/www:/var/www' >/etc/berth/web.conf\n\
          systemctl edit berth@web        # [Service] MemoryMax=1G\n\
          systemctl restart berth@web",
     ),

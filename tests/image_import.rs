@@ -399,13 +399,23 @@ fn umoci_written_layout_with_whiteout_layer() {
 #[test]
 fn images_in_the_default_store_are_what_machined_reads() {
     let name = format!("berth-test-{}", std::process::id());
-    struct Cleanup(String);
+    let meta_dir = std::path::Path::new("/var/lib/machines/.berth");
+    struct Cleanup(String, bool);
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            let _ = Command::new(BERTH).args(["remove", &self.0]).output();
+            let _ = Command::new(BERTH)
+                .env_remove("BERTH_STORE")
+                .args(["remove", &self.0])
+                .output();
+            // berth's metadata directory goes too if this test created it
+            if self.1 {
+                let d = std::path::Path::new("/var/lib/machines/.berth");
+                let _ = std::fs::remove_file(d.join("lock"));
+                let _ = std::fs::remove_dir(d);
+            }
         }
     }
-    let _c = Cleanup(name.clone());
+    let _c = Cleanup(name.clone(), !meta_dir.exists());
     let r = Rig::new();
     let p = r.input("r.tar");
     std::fs::write(&p, rootfs_tar()).unwrap();

@@ -188,6 +188,19 @@ impl Read for AtReader {
     }
 }
 
+impl io::Seek for AtReader {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            io::SeekFrom::End(d) => self.end.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
+        self.pos = new.min(self.end);
+        Ok(self.pos)
+    }
+}
+
 impl Layout {
     pub fn open(path: &Path, limits: &Limits) -> Result<Layout> {
         let f = File::open(path).map_err(|e| ImageError::io("opening the layout", e))?;
@@ -210,7 +223,11 @@ impl Layout {
         });
         let ctx = || format!("reading the layout tar {}", path.display());
         let mut n = 0u64;
-        for e in ar.entries().map_err(|e| ImageError::io(ctx(), e))? {
+        // headers only: blob contents are skipped by seeking
+        for e in ar
+            .entries_with_seek()
+            .map_err(|e| ImageError::io(ctx(), e))?
+        {
             let e = e.map_err(|e| ImageError::io(ctx(), e))?;
             n += 1;
             if n > limits.entries {

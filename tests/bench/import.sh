@@ -8,7 +8,9 @@
 # Usage: tests/bench/import.sh BERTH [ROOTFS.tar[.gz|.zst|.xz] | DIR] [RUNS]
 #   default rootfs: the Debian tarball from images/debian/build if that script exists,
 #   else /usr packed as the layer (the report says which).
-# Needs root, umoci, GNU time (/usr/bin/time), gzip, sha256sum.
+# BERTH_BENCH_DIR (default /var/tmp) holds the layout and every output tree: /dev/shm compares
+# CPU efficiency without the disk. Raw per-run figures go to stderr.
+# Needs root, umoci, GNU time (/usr/bin/time), gzip, sha256sum, bc.
 set -euo pipefail
 berth=$(realpath "${1:?usage: $0 BERTH [ROOTFS] [RUNS]}")
 src=${2:-}
@@ -19,7 +21,7 @@ for t in umoci /usr/bin/time gzip sha256sum; do
     command -v "$t" >/dev/null || { echo "bench: $t not found" >&2; exit 1; }
 done
 
-w=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
+w=$(mktemp -d "${BERTH_BENCH_DIR:-/var/tmp}/berth-bench.XXXXXX")
 cleanup() { chattr -R -i "$w" 2>/dev/null || true; rm -rf "$w"; }
 trap cleanup EXIT
 
@@ -93,6 +95,7 @@ for i in $(seq "$runs"); do
     "$berth" --store "$w/store" remove img
 done
 
+sed 's/^/bench: raw /' "$w/results" >&2
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 col() { awk -v n="$1" -v c="$2" '$1==n {print $c}' "$w/results" | median; }
 printf '\nimport benchmark: %s\n' "$what"

@@ -307,8 +307,8 @@ pub struct RunArgs {
     #[arg(long = "keep-unit")]
     pub keep_unit: bool,
 
-    /// Slice for the container's scope (default machine.slice). Without systemd, berth's own
-    /// cgroup goes under a cgroup of that name.
+    /// Slice for the container's scope (default machine.slice); it must exist. Has no effect
+    /// with --keep-unit or without systemd (berth's own cgroup is below berth's cgroup).
     #[arg(short = 'S', long, value_name = "SLICE")]
     pub slice: Option<String>,
 

@@ -29,6 +29,8 @@ pub struct Placement {
     cgroup: Option<Cgroup>,
     born_in_cgroup: bool,
     registered: Option<String>,
+    /// With --keep-unit: the container's cgroup below berth's unit (removed at the end).
+    payload_cgroup: Option<std::path::PathBuf>,
     /// The unit machined reported (the scope, or berth's own unit with --keep-unit).
     pub unit: Option<String>,
 }
@@ -49,6 +51,7 @@ impl Placement {
             cgroup,
             born_in_cgroup: false,
             registered: None,
+            payload_cgroup: None,
             unit: None,
         })
     }
@@ -94,6 +97,9 @@ impl Placement {
             Outcome::Registered { unit } => {
                 self.registered = Some(ext.machine.clone());
                 self.unit = Some(unit);
+                if self.settings.keep_unit {
+                    self.payload_cgroup = split_unit_cgroup(leader);
+                }
             }
             Outcome::Unavailable(why) => {
                 if !ext.quiet {
@@ -126,7 +132,41 @@ impl Placement {
             register::unregister(&name, wait);
         }
         self.cgroup = None;
+        if let Some(p) = self.payload_cgroup.take() {
+            let _ = std::fs::remove_dir(p);
+        }
     }
+}
+
+/// With --keep-unit berth and its container share the unit's cgroup. As nspawn does, give the
+/// container `<unit cgroup>/payload` and berth `<unit cgroup>/supervisor` on the cgroup2
+/// hierarchy (the one systemd delegates with Delegate=yes): the container's cgroup namespace
+/// is then rooted at a cgroup of its own, which a booted system inside can manage (and which
+/// can be delegated to its user namespace), and cgroup2's no-internal-processes rule holds.
+/// Best effort: where it cannot be done the container stays in the unit's cgroup.
+fn split_unit_cgroup(leader: libc::pid_t) -> Option<std::path::PathBuf> {
+    let h = crate::cgroup::hierarchies()
+        .ok()?
+        .into_iter()
+        .find(|h| h.is_v2())?;
+    // After a reboot (-b) berth already sits in the split's supervisor half.
+    let base = if h.own.ends_with("supervisor") {
+        h.own.parent()?.to_path_buf()
+    } else {
+        h.own.clone()
+    };
+    let payload = base.join("payload");
+    let supervisor = base.join("supervisor");
+    for d in [&payload, &supervisor] {
+        if let Err(e) = std::fs::create_dir(d)
+            && e.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            return None;
+        }
+    }
+    std::fs::write(payload.join("cgroup.procs"), leader.to_string()).ok()?;
+    let _ = std::fs::write(supervisor.join("cgroup.procs"), "0");
+    Some(payload)
 }
 
 /// berth's own cgroup for the container. Where berth cannot see a cgroup of its own (it was

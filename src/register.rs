@@ -67,6 +67,11 @@ pub enum RegisterError {
     BadSlice(String),
     #[error("talking to systemd: {0}")]
     Bus(String),
+    #[error(
+        "--keep-unit would register the login session {0} as the machine's unit (terminating the \
+         machine would end the session); run berth from a service, or without --keep-unit"
+    )]
+    KeepUnitSession(String),
     #[error("{0}")]
     Property(String),
     #[error("the D-Bus helper process failed: {0}")]
@@ -128,7 +133,22 @@ pub fn register(mode: Mode, m: &Machine) -> Result<Outcome, RegisterError> {
     {
         return Err(RegisterError::BadSlice(s.clone()));
     }
+    if m.keep_unit
+        && let Some(session) = session_scope()
+    {
+        return Err(RegisterError::KeepUnitSession(session));
+    }
     in_helper(|| bus_register(mode, m, &props))
+}
+
+/// The login session scope berth runs in, if any (nspawn refuses --keep-unit there too).
+fn session_scope() -> Option<String> {
+    let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cg.lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .filter_map(|p| p.rsplit('/').next())
+        .find(|unit| unit.starts_with("session-") && unit.ends_with(".scope"))
+        .map(str::to_string)
 }
 
 /// Ends the registration (machined forgets the machine; the scope goes with its processes).
@@ -168,7 +188,7 @@ fn detached<F: FnOnce() -> Result<Outcome, RegisterError>>(f: F) {
         Ok(nix::unistd::ForkResult::Child) => {
             // SAFETY: as above.
             if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-                let _ = f();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
             }
             // SAFETY: leaves without running the supervisor's destructors.
             unsafe { libc::_exit(0) }
@@ -336,6 +356,9 @@ fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, 
         m.id.to_vec()
     };
     let mut retried = false;
+    // A container that rebooted registers again at once; the scope of its previous life may
+    // still be on its way out ("UnitExists"): give systemd a moment.
+    let mut unit_waits = 0;
     loop {
         // The call itself activates machined if it is not running yet.
         match call_register(&conn, m, props, &id) {
@@ -343,6 +366,11 @@ fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, 
             Err(e) if is_unreachable(&e) => return unreachable(dbus_error_text(&e)),
             Err(e) => {
                 let name = dbus_error_name(&e).unwrap_or_default();
+                if name == "org.freedesktop.systemd1.UnitExists" && unit_waits < 100 {
+                    unit_waits += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                }
                 if name == "org.freedesktop.machine1.MachineExists" {
                     if !retried && forget_stale(&conn, &m.name) {
                         retried = true;
@@ -493,7 +521,9 @@ where
     match unsafe { nix::unistd::fork() }.map_err(|e| RegisterError::Helper(e.to_string()))? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
-            let res = f();
+            // A panic must not unwind out of the helper into a copy of the supervisor.
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err(RegisterError::Helper("it panicked".into())));
             let mut w = std::fs::File::from(wr);
             let _ = w.write_all(serde_json::to_string(&res).unwrap_or_default().as_bytes());
             drop(w);

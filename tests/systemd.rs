@@ -286,8 +286,16 @@ fn machinectl_kill_hits_the_container_not_berth() {
 
 #[test]
 fn registration_ends_when_berth_is_sigkilled() {
+    sigkill_ends_registration(&[]);
+    // A container whose init changed identity (user namespace root, -u) too: the kernel
+    // clears the parent-death signal on such a change.
+    sigkill_ends_registration(&["-U"]);
+    sigkill_ends_registration(&["-u", "daemon"]);
+}
+
+fn sigkill_ends_registration(extra: &[&str]) {
     let n = name("sigkill");
-    let bg = start_registered(&n, &[], &["/bin/sleep", "600"]);
+    let bg = start_registered(&n, extra, &["/bin/sleep", "600"]);
     let leader = prop(&n, "Leader");
     let pid = bg.pid;
     // SAFETY: kill by the PID of the berth this test started.
@@ -443,6 +451,124 @@ fn assert_fork_bomb_stopped(out: &Out, tasks_max: usize) {
     assert_ne!(out.code, 0, "{out:?}");
 }
 
+#[test]
+fn uuid_and_device_policy_reach_machined_and_the_container() {
+    let img = img();
+    // --uuid becomes the registration's Id (the image has no machine-id).
+    let n = name("uuid");
+    let mut bg = start_registered(
+        &n,
+        &["--uuid=01234567-89ab-cdef-0123-456789abcdef"],
+        &["/bin/sleep", "600"],
+    );
+    assert_eq!(prop(&n, "Id"), "0123456789abcdef0123456789abcdef");
+    rig_sh(&format!("machinectl terminate {n}"));
+    bg.wait(30);
+
+    // DevicePolicy=closed: the container cannot open a device beyond the basic ones, unless a
+    // DeviceAllow= property allows it.
+    // /dev/fuse is bound in from the rig (berth's seccomp filter forbids mknod of it).
+    let open_fuse = "(: < /dev/fuse) && echo opened";
+    let n = name("dev");
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "-q",
+        "--bind=/dev/fuse",
+        "/bin/sh",
+        "-c",
+        open_fuse,
+    ]);
+    assert!(!out.stdout.contains("opened"), "{out:?}");
+    assert!(out.stderr.contains("not permitted"), "{out:?}");
+    let out = rig_berth(&[
+        "--register=yes",
+        "-M",
+        &n,
+        "-D",
+        &img,
+        "--pipe",
+        "-q",
+        "--bind=/dev/fuse",
+        "--property=DeviceAllow=/dev/fuse rw",
+        "/bin/sh",
+        "-c",
+        open_fuse,
+    ]);
+    assert!(out.stdout.contains("opened"), "{out:?}");
+}
+
+#[test]
+fn a_rebooting_container_registers_again_each_time() {
+    // A busybox init that reboots (reboot(2): its init is killed by SIGHUP) until it has
+    // booted five times; berth starts it again under the same name, registered each time.
+    let (_, scratch) = rig::shared();
+    let n = name("rbt");
+    let tree = scratch.join(&n);
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(img())
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(
+        tree.join("etc/inittab"),
+        "::sysinit:/bin/sh -c 'echo boot >> /var/boots; [ $(wc -l < /var/boots) -lt 5 ] && reboot -f'\n\
+         ::respawn:/bin/sleep 600\n",
+    )
+    .unwrap();
+    let t = tree.to_str().unwrap().to_string();
+    let mut bg = rig_spawn(&["-b", "--register=yes", "-M", &n, "-D", &t, "--pipe", "-q"]);
+    let boots = || {
+        std::fs::read_to_string(tree.join("var/boots"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    assert!(eventually(30, || boots() >= 5), "booted {} times", boots());
+    assert!(eventually(10, || registered(&n) && prop(&n, "State") == "running"));
+    assert!(bg.alive(), "berth went on through the reboots");
+    let leader = prop(&n, "Leader");
+    assert_eq!(rig_sh(&format!("cat /proc/{leader}/comm")).trim(), "init");
+    rig_sh(&format!("machinectl terminate {n}"));
+    bg.wait(30);
+    assert!(eventually(5, || !registered(&n)));
+    let _ = std::fs::remove_dir_all(&tree);
+}
+
+#[test]
+fn keep_unit_is_refused_in_a_login_session() {
+    let n = name("sess");
+    let out = rig::shared_cmd("systemd-run")
+        .args([
+            "--quiet",
+            "--scope",
+            &format!("--unit=session-{n}.scope"),
+            BERTH,
+            "run",
+        ])
+        .args([
+            "--register=yes",
+            "--keep-unit",
+            "-M",
+            &n,
+            "-D",
+            &img(),
+            "--pipe",
+            "/bin/true",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = out_of(out);
+    out.assert_one_line_error(125, "login session");
+    assert!(!registered(&n));
+}
+
 /// systemd's limits, as the container experiences them.
 #[test]
 fn scope_limits_are_enforced_inside() {
@@ -507,13 +633,18 @@ fn scope_limits_are_enforced_inside() {
         &["--property=CPUQuota=20%"],
         &["/bin/sh", "-c", "while :; do :; done"],
     );
-    let stat = format!("/sys/fs/cgroup/cpu/machine.slice/machine-{n}.scope/cpu.stat");
+    // The cpu controller's files: v1 (hybrid hosts) or cgroup2 (pure v2 hosts).
+    let dir = rig_sh(&format!(
+        "d=/sys/fs/cgroup/cpu/machine.slice/machine-{n}.scope; \
+         [ -d $d ] || d=/sys/fs/cgroup/machine.slice/machine-{n}.scope; echo $d"
+    ));
+    let dir = dir.trim();
     let quota = rig_sh(&format!(
-        "cat /sys/fs/cgroup/cpu/machine.slice/machine-{n}.scope/cpu.cfs_quota_us"
+        "cat {dir}/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 {dir}/cpu.max"
     ));
     assert_eq!(quota.trim(), "20000");
     std::thread::sleep(Duration::from_millis(1500));
-    let s = rig_sh(&format!("cat {stat}"));
+    let s = rig_sh(&format!("cat {dir}/cpu.stat"));
     let throttled: u64 = s
         .lines()
         .find_map(|l| l.strip_prefix("nr_throttled "))
@@ -542,7 +673,7 @@ fn unit_template_runs_and_stops_a_container() {
          cp -a {img} /var/lib/machines/{n}; \
          printf '#!/bin/sh\\necho hello from {n}\\nexec sleep 600\\n' > /var/lib/machines/{n}/bin/svc; \
          chmod 755 /var/lib/machines/{n}/bin/svc; \
-         mkdir -p /etc/berth; echo 'BERTH_ARGS=/bin/svc' > /etc/berth/{n}.conf; \
+         mkdir -p /etc/berth; echo 'BERTH_ARGS=--kill-signal=SIGTERM -a /bin/svc' > /etc/berth/{n}.conf; \
          systemctl daemon-reload",
         u = unit_path.display(),
         img = img(),
@@ -554,6 +685,20 @@ fn unit_template_runs_and_stops_a_container() {
     );
     assert_eq!(prop(&n, "Unit"), format!("berth@{n}.service"));
     assert_eq!(prop(&n, "Service"), "berth");
+    // The container has a cgroup of its own below the unit's; berth sits beside it.
+    let leader = prop(&n, "Leader");
+    let cg = rig_sh(&format!("grep '^0::' /proc/{leader}/cgroup"));
+    assert!(
+        cg.trim().ends_with(&format!("/berth@{n}.service/payload")),
+        "{cg}"
+    );
+    let main_pid = rig_sh(&format!("systemctl show -p MainPID --value berth@{n}"));
+    let cg = rig_sh(&format!("grep '^0::' /proc/{}/cgroup", main_pid.trim()));
+    assert!(
+        cg.trim()
+            .ends_with(&format!("/berth@{n}.service/supervisor")),
+        "{cg}"
+    );
     let status = rig_sh(&format!("systemctl show -p StatusText --value berth@{n}"));
     assert!(status.contains("Container running"), "{status}");
     assert!(eventually(5, || rig_sh(&format!(
@@ -561,7 +706,12 @@ fn unit_template_runs_and_stops_a_container() {
     ))
     .contains(&format!("hello from {n}"))));
     rig_sh(&format!("systemctl stop berth@{n}"));
-    assert!(!rig_sh_status(&format!("systemctl is-active berth@{n}")));
+    // Stopped cleanly: SIGTERM passed on to the payload, which ended on it (143), not failed.
+    let state = rig::shared_cmd("systemctl")
+        .args(["is-active", &format!("berth@{n}")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "inactive");
     assert!(eventually(5, || !registered(&n)));
     rig_sh(&format!("rm -rf /var/lib/machines/{n} /etc/berth/{n}.conf"));
 }
@@ -922,4 +1072,46 @@ fn cgroup_of_a_sigkilled_berth_is_collected_by_the_next_one() {
         "{:?}",
         leftover_cgroups(&n)
     );
+}
+
+#[test]
+fn pure_cgroup2_layout_uses_the_unified_hierarchy_alone() {
+    // A private mount namespace whose /sys/fs/cgroup is the cgroup2 hierarchy alone (as on a
+    // pure cgroup v2 host; the v1 mounts stay in mountinfo, hidden): berth's cgroup is made
+    // there, the container is born in it (CLONE_INTO_CGROUP) and it is removed afterwards.
+    let img = img();
+    let n = name("v2");
+    let run = |extra: &str, cmd: &str| {
+        let o = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t cgroup2 cgroup2 /sys/fs/cgroup && {BERTH} run --register=no -M {n} \
+                 -D {img} --pipe {extra} {cmd}; rc=$?; ls -d /sys/fs/cgroup/machine-{n}-* \
+                 2>/dev/null && echo LEFT; exit $rc"
+            ))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        out_of(o)
+    };
+    let out = run("", "/bin/cat /proc/self/cgroup");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.lines().any(|l| l == "0::/"), "{out:?}");
+    assert!(!out.stdout.contains("LEFT"), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+
+    let v2_pids = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .or_else(|_| std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|c| c == "pids");
+    let out = run("--property=TasksMax=5", "/bin/cat /sys/fs/cgroup/pids.max");
+    if v2_pids {
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(out.stdout.trim(), "5", "{out:?}");
+    } else {
+        // This host's pids controller is bound to cgroup v1, which is hidden here.
+        out.assert_one_line_error(125, "no pids cgroup controller");
+        assert!(!out.stdout.contains("LEFT"), "{out:?}");
+    }
 }

@@ -99,12 +99,15 @@ pub fn hierarchies() -> Result<Vec<Hierarchy>, CgroupError> {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        let found = mounts.iter().find(|(_, _, t, opts)| {
-            if want.is_empty() {
+        // The last matching mount that is still reachable: one mounted over (a cgroup2
+        // mount on /sys/fs/cgroup hides the v1 ones below it) stays in mountinfo.
+        let found = mounts.iter().rev().find(|(_, mp, t, opts)| {
+            let kind = if want.is_empty() {
                 t == "cgroup2"
             } else {
                 t == "cgroup" && want.iter().all(|w| opts.contains(w))
-            }
+            };
+            kind && is_cgroupfs(Path::new(mp), want.is_empty())
         });
         let Some((root, mp, _, _)) = found else {
             continue;
@@ -132,6 +135,17 @@ pub fn hierarchies() -> Result<Vec<Hierarchy>, CgroupError> {
         return Err(CgroupError::NoHierarchy);
     }
     Ok(out)
+}
+
+/// Whether `path` is (still) the root of a cgroup file system of the given version.
+fn is_cgroupfs(path: &Path, v2: bool) -> bool {
+    use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
+    let want = if v2 {
+        CGROUP2_SUPER_MAGIC
+    } else {
+        CGROUP_SUPER_MAGIC
+    };
+    statfs(path).is_ok_and(|s| s.filesystem_type() == want)
 }
 
 fn unescape(s: &str) -> String {

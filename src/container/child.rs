@@ -79,14 +79,9 @@ fn setup_and_exec(
         nix::unistd::setresuid(zero_u, zero_u, zero_u)
             .ctx("becoming root in the user namespace")?;
         nix::unistd::setgroups(&[]).ctx("setgroups in the user namespace")?;
+        rearm_pdeathsig();
     }
-    let root = spec
-        .root()
-        .as_ref()
-        .ok_or_else(|| SetupError::msg("spec has no root"))?
-        .path()
-        .clone();
-    mount::prepare(spec, &root, &mut captured)?;
+    mount::prepare(spec, &mut captured, ext.ephemeral)?;
     mount::mount_all(spec, captured, &ext.uuid)?;
     if ext.boot {
         let sock = notify_socket()?;
@@ -144,6 +139,7 @@ fn setup_and_exec(
         user.gid(),
         user.additional_gids().as_deref().unwrap_or(&[]),
     )?;
+    rearm_pdeathsig();
     super::caps::set(&effective, &permitted)?;
     if process.no_new_privileges().unwrap_or(false) {
         // SAFETY: prctl with integer arguments.
@@ -194,6 +190,14 @@ fn notify_socket() -> Result<std::os::fd::OwnedFd, SetupError> {
     let addr = UnixAddr::new("/run/host/notify").ctx("naming the notify socket")?;
     bind(sock.as_raw_fd(), &addr).ctx("binding /run/host/notify")?;
     Ok(sock)
+}
+
+/// The kernel clears the parent-death signal when a process's uids or gids change
+/// (commit_creds): without this a container whose init switched identity (a user namespace's
+/// root, -u USER) would outlive a SIGKILLed berth, and stay registered with machined.
+fn rearm_pdeathsig() {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
 }
 
 fn has_ns(spec: &Spec, t: LinuxNamespaceType) -> bool {

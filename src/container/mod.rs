@@ -151,6 +151,12 @@ fn launch(
     // container so it is dropped after it: unregistering and removing the cgroup come last.
     let mut placement = crate::place::Placement::prepare(spec, ext)?;
 
+    // The child starts in the tree's directory (see mount::prepare): entered here, with the
+    // host's privileges, and left again right after clone.
+    let cwd: OwnedFd = std::fs::File::open(".").map_err(|e| Coded { code: exit::FAILURE, msg: format!("opening the working directory: {e}") })?.into();
+    let root = spec.root().as_ref().expect("validated").path();
+    nix::unistd::chdir(root).map_err(sys_err("entering the root directory"))?;
+
     // SAFETY: berth is single-threaded here, as clone3 without CLONE_VM requires.
     let mut forked = unsafe { sys::clone3(clone_flags(spec), placement.clone_into()) };
     match forked {
@@ -174,6 +180,7 @@ fn launch(
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
     drop(child_chan);
+    nix::unistd::fchdir(&cwd).map_err(sys_err("returning to the working directory"))?;
     let mut container = Running {
         pid,
         pidfd: Some(pidfd),
@@ -183,7 +190,6 @@ fn launch(
         // The child waits, as nobody, until its map exists and its tree is owned right.
         userns::write_maps(spec, pid)?;
         let range = userns::range(spec).expect("a user namespace has a map");
-        let root = spec.root().as_ref().expect("validated").path();
         userns::ownership(ext.ownership, captured.root.as_fd(), root, pid, range)?;
         let _ = parent_chan.send(&ToChild::Mapped, None);
     }

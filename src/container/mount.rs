@@ -146,38 +146,29 @@ pub fn capture(spec: &Spec, userns: bool, private_network: bool) -> Result<Captu
 /// In the container, still seeing the host's mount table: attach the tree, mount /proc and
 /// /sys into it (a user namespace may mount them only while the host's are still visible in
 /// its mount namespace), then pivot_root.
-pub fn prepare(spec: &Spec, root: &Path, captured: &mut Captured) -> Result<(), SetupError> {
+///
+/// No path of the tree is looked up here: a user namespace's root may not search the
+/// directories above it (machined's /var/lib/machines is 0700). The supervisor entered the
+/// tree's directory before clone, so the attach point is "."; the attached tree is entered
+/// through its own fd.
+pub fn prepare(spec: &Spec, captured: &mut Captured, ephemeral: bool) -> Result<(), SetupError> {
     // Nothing mounted from here on may reach the host; host mounts may still reach us.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .ctx("making / a slave mount")?;
-    // The captured tree on top of the tree's own path: a mount point for pivot_root.
-    sys::move_mount(captured.root.as_fd(), &cstr(root))
-        .ctx(format!("attaching {}", root.display()))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .ctx("making / a slave mount")?;
+    // The captured tree on top of the tree's own directory: a mount point for pivot_root.
+    sys::move_mount(captured.root.as_fd(), c".").ctx("attaching the tree")?;
+    nix::unistd::fchdir(&captured.root).ctx("entering the tree")?;
     // open_tree(OPEN_TREE_CLONE) puts the clone in the peer group of the host's mount. On a
     // host whose / is shared (every systemd host), /proc and /sys mounted below would then
     // propagate to the host's own copy of the tree, and pivot_root refuses a shared new root
     // (EINVAL). The container's tree shares nothing with the host.
-    mount(
-        None::<&str>,
-        root,
-        None::<&str>,
-        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .ctx("making the tree a private mount")?;
-    // -x/--ephemeral: a tmpfs-backed overlay stacked on the attached tree
-    if crate::spec::ext::Berth::from_spec(spec).is_ok_and(|b| b.ephemeral) {
-        super::ephemeral::overlay_root(root)?;
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_PRIVATE | MsFlags::MS_REC, None::<&str>)
+        .ctx("making the tree a private mount")?;
+    if ephemeral {
+        // -x/--ephemeral: an overlay with a tmpfs upper layer; leaves us in its root.
+        super::ephemeral::overlay_here(captured.root.as_fd())?;
     }
-    let rootfd: OwnedFd = fs::File::open(root)
-        .ctx(format!("opening {}", root.display()))?
-        .into();
+    let rootfd: OwnedFd = fs::File::open(".").ctx("opening the tree")?.into();
     for m in spec.mounts().as_deref().unwrap_or(&[]) {
         let dst = m.destination();
         match m.typ().as_deref() {
@@ -192,7 +183,7 @@ pub fn prepare(spec: &Spec, root: &Path, captured: &mut Captured) -> Result<(), 
             _ => {}
         }
     }
-    pivot(root)
+    pivot()
 }
 
 /// The mount point of an API file system inside the tree, created if missing: never a
@@ -230,9 +221,9 @@ fn mount_api_in(rootfd: &OwnedFd, m: &Mount) -> Result<(), SetupError> {
     .ctx(format!("mounting {typ} on {}", dst.display()))
 }
 
-/// Makes the tree "/" and drops every trace of the host's mount table.
-fn pivot(root: &Path) -> Result<(), SetupError> {
-    chdir(root).ctx("entering the root directory")?;
+/// Makes the current directory "/" (pivot_root(".", ".") stacks the old root on it, and
+/// the detach drops it) and leaves nothing of the host's mount table.
+fn pivot() -> Result<(), SetupError> {
     pivot_root(".", ".").ctx("pivot_root")?;
     umount2(".", MntFlags::MNT_DETACH).ctx("detaching the host's root")?;
     chdir("/").ctx("chdir /")?;

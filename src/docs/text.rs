@@ -247,7 +247,8 @@ pub const UNIT_DESCRIPTION: &[Block] = &[
          `--boot`: its systemd runs as PID 1, in a user namespace, as \
          `systemd-nspawn@.service` does for `systemd-nspawn`(1). BERTH_ARGS in \
          /etc/berth/*NAME*.conf replaces `--boot`: with more options (BERTH_ARGS=--boot \
-         --private-network), or with a command to run instead (BERTH_ARGS=/bin/app). The \
+         --private-network), or with a command to run instead (BERTH_ARGS=/bin/app; words \
+         are split at white space, without quoting). The \
          unit's settings follow from how berth works with systemd:",
     ),
     item(
@@ -266,8 +267,8 @@ pub const UNIT_DESCRIPTION: &[Block] = &[
     item(
         "`Delegate=yes`",
         "The service's cgroup is the container's: berth registers it with systemd-machined \
-         (`--keep-unit`) instead of creating a scope unit, and may hand the subtree to the \
-         container.",
+         (`--keep-unit`) instead of creating a scope unit, and splits it into payload/ (the \
+         container, which a booted system manages itself) and supervisor/ (berth).",
     ),
     item(
         "`Slice=machine.slice`",
@@ -281,12 +282,14 @@ pub const UNIT_DESCRIPTION: &[Block] = &[
     item(
         "`RestartForceExitStatus=133`",
         "systemd-nspawn's convention: a container manager that exits 133 asks to be started \
-         again, as after a reboot of the container (SuccessExitStatus=133 keeps that from \
-         counting as a failure).",
+         again, as after a reboot of the container. SuccessExitStatus= keeps that, and 143 (a \
+         command that ended on the SIGTERM that systemctl stop passed on), from counting as a \
+         failure.",
     ),
     p(
         "`--property` applies to scope units only; under `--keep-unit` set resource limits on \
-       the service itself, in a drop-in (`systemctl edit berth@`*NAME*).",
+         the service itself (`systemctl set-property berth@`*NAME*`.service MemoryMax=1G`, or \
+         a drop-in from `systemctl edit berth@`*NAME*).",
     ),
 ];
 

@@ -282,12 +282,35 @@ const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 pub fn fsmount(fstype: &CStr, options: &[(&CStr, &CStr)], attrs: u64) -> nix::Result<OwnedFd> {
     // SAFETY: plain syscalls with valid C strings; returned fds are owned by us.
     unsafe {
-        let fs = OwnedFd::from_raw_fd(check(libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC))? as RawFd);
+        let fs = OwnedFd::from_raw_fd(check(libc::syscall(
+            libc::SYS_fsopen,
+            fstype.as_ptr(),
+            libc::FSOPEN_CLOEXEC,
+        ))? as RawFd);
         for (k, v) in options {
-            check(libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_SET_STRING, k.as_ptr(), v.as_ptr(), 0))?;
+            check(libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                k.as_ptr(),
+                v.as_ptr(),
+                0,
+            ))?;
         }
-        check(libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_CMD_CREATE, std::ptr::null::<libc::c_char>(), std::ptr::null::<libc::c_void>(), 0))?;
-        let m = check(libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, attrs))?;
+        check(libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        ))?;
+        let m = check(libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            libc::FSMOUNT_CLOEXEC,
+            attrs,
+        ))?;
         Ok(OwnedFd::from_raw_fd(m as RawFd))
     }
 }

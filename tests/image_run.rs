@@ -199,3 +199,32 @@ fn read_only_image_runs_read_only_unless_ephemeral() {
     assert_eq!(out, "rc=0\n");
     assert!(!r.image("ro").join("etc/x").exists());
 }
+
+/// Issue 7: an imported image runs with -U without a manual chown, also from a store the
+/// namespace's root cannot search (machined's /var/lib/machines is 0700), and stays
+/// unshifted on disk (idmapped root).
+#[test]
+fn stored_image_runs_with_a_user_namespace_from_a_0700_store() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let r = rig_with_image();
+    std::fs::set_permissions(r.store(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, out, err) = berth_run(
+        &r,
+        &[
+            "-M",
+            "bb",
+            "-U",
+            "cat /proc/self/uid_map; id -u; touch /srv/made-inside; ls -ln /srv/made-inside",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let base: u32 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_ne!(base, 0, "a shifted range: {out}");
+    assert!(out.contains("\n0\n"), "root inside: {out}");
+    let made = std::fs::metadata(r.image("bb").join("srv/made-inside")).unwrap();
+    assert_eq!(made.uid(), 0, "written unshifted through the idmapped root");
+    // -x on top: nothing persists, with the same user namespace.
+    let (code, _, err) = berth_run(&r, &["-M", "bb", "-U", "-x", "touch /srv/ephemeral"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!r.image("bb").join("srv/ephemeral").exists());
+}

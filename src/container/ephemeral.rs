@@ -14,18 +14,32 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 /// user namespace could be refused.
 pub fn overlay_here(tree: BorrowedFd<'_>) -> Result<(), SetupError> {
     // The lower layer: a detached copy of the tree, taken before the tmpfs hides it.
-    let lower = sys::open_tree(tree.as_raw_fd(), c"", false).ctx("capturing the tree for the overlay")?;
-    let tmpfs = sys::fsmount(c"tmpfs", &[(c"mode", c"0755")], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV)
-        .ctx("creating the ephemeral tmpfs")?;
+    let lower =
+        sys::open_tree(tree.as_raw_fd(), c"", false).ctx("capturing the tree for the overlay")?;
+    let tmpfs = sys::fsmount(
+        c"tmpfs",
+        &[(c"mode", c"0755")],
+        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+    )
+    .ctx("creating the ephemeral tmpfs")?;
     sys::move_mount(tmpfs.as_fd(), c".").ctx("attaching the ephemeral tmpfs")?;
     nix::unistd::fchdir(&tmpfs).ctx("entering the ephemeral tmpfs")?;
     for d in ["upper", "work", "merged"] {
         std::fs::create_dir(d).ctx(format!("creating the overlay's {d} directory"))?;
     }
     // Relative layer paths: the container's mount table does not show host paths.
-    let opts = format!("lowerdir=/proc/self/fd/{},upperdir=upper,workdir=work", lower.as_raw_fd());
-    mount(Some("overlay"), "merged", Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
-        .ctx("mounting the ephemeral overlay")?;
+    let opts = format!(
+        "lowerdir=/proc/self/fd/{},upperdir=upper,workdir=work",
+        lower.as_raw_fd()
+    );
+    mount(
+        Some("overlay"),
+        "merged",
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .ctx("mounting the ephemeral overlay")?;
     // "merged" is now the overlay's root; pivot_root will make it "/".
     nix::unistd::chdir("merged").ctx("entering the ephemeral overlay")?;
     Ok(())

@@ -153,7 +153,12 @@ fn launch(
 
     // The child starts in the tree's directory (see mount::prepare): entered here, with the
     // host's privileges, and left again right after clone.
-    let cwd: OwnedFd = std::fs::File::open(".").map_err(|e| Coded { code: exit::FAILURE, msg: format!("opening the working directory: {e}") })?.into();
+    let cwd: OwnedFd = std::fs::File::open(".")
+        .map_err(|e| Coded {
+            code: exit::FAILURE,
+            msg: format!("opening the working directory: {e}"),
+        })?
+        .into();
     let root = spec.root().as_ref().expect("validated").path();
     nix::unistd::chdir(root).map_err(sys_err("entering the root directory"))?;
 

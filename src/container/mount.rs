@@ -153,8 +153,14 @@ pub fn capture(spec: &Spec, userns: bool, private_network: bool) -> Result<Captu
 /// through its own fd.
 pub fn prepare(spec: &Spec, captured: &mut Captured, ephemeral: bool) -> Result<(), SetupError> {
     // Nothing mounted from here on may reach the host; host mounts may still reach us.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .ctx("making / a slave mount")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx("making / a slave mount")?;
     // The captured tree on top of the tree's own directory: a mount point for pivot_root.
     sys::move_mount(captured.root.as_fd(), c".").ctx("attaching the tree")?;
     nix::unistd::fchdir(&captured.root).ctx("entering the tree")?;
@@ -162,8 +168,14 @@ pub fn prepare(spec: &Spec, captured: &mut Captured, ephemeral: bool) -> Result<
     // host whose / is shared (every systemd host), /proc and /sys mounted below would then
     // propagate to the host's own copy of the tree, and pivot_root refuses a shared new root
     // (EINVAL). The container's tree shares nothing with the host.
-    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_PRIVATE | MsFlags::MS_REC, None::<&str>)
-        .ctx("making the tree a private mount")?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx("making the tree a private mount")?;
     if ephemeral {
         // -x/--ephemeral: an overlay with a tmpfs upper layer; leaves us in its root.
         super::ephemeral::overlay_here(captured.root.as_fd())?;

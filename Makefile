@@ -11,7 +11,7 @@ BERTH   := target/$(TARGET)/release/berth
 IMAGE   := $(BUILD)/images/busybox
 CARGO   ?= cargo
 
-.PHONY: all deps build image demo test check bench install clean
+.PHONY: all deps build image demo test check bench man install clean
 
 all: build
 
@@ -46,10 +46,29 @@ bench: build image
 	tests/bench/start $(BERTH) $(IMAGE)
 	tests/bench/registered $(BERTH) $(IMAGE)
 
+# Rewrites man/ from the clap definitions and man pages' hand-written text (src/docs/); the
+# test suite fails while the committed pages are stale.
+man:
+	BERTH_UPDATE_MAN=1 $(CARGO) test --bin berth man_pages
+
+# The binary, its man pages, the completion scripts (printed by the binary itself, so they
+# match it) and the systemd units, whose ExecStart names the binary where this install puts it.
+MANDIR  := $(DESTDIR)$(PREFIX)/share/man
+BASHDIR := $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR  := $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHDIR := $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+UNITDIR := $(DESTDIR)$(PREFIX)/lib/systemd/system
+
 install: build
 	install -Dm755 $(BERTH) $(DESTDIR)$(PREFIX)/bin/berth
-	sed 's|/usr/local/bin/berth|$(PREFIX)/bin/berth|' units/berth@.service \
-	    | install -Dm644 /dev/stdin $(DESTDIR)$(PREFIX)/lib/systemd/system/berth@.service
+	install -d $(MANDIR)/man1 $(MANDIR)/man8 $(BASHDIR) $(ZSHDIR) $(FISHDIR)
+	install -m644 man/*.1 $(MANDIR)/man1/
+	if ls man/*.8 >/dev/null 2>&1; then install -m644 man/*.8 $(MANDIR)/man8/; fi
+	$(BERTH) completion bash > $(BASHDIR)/berth
+	$(BERTH) completion zsh > $(ZSHDIR)/_berth
+	$(BERTH) completion fish > $(FISHDIR)/berth.fish
+	for u in units/*; do sed 's|/usr/local/bin/berth|$(PREFIX)/bin/berth|' $$u \
+	    | install -Dm644 /dev/stdin $(UNITDIR)/$$(basename $$u); done
 
 clean:
 	rm -rf $(BUILD)

@@ -2,7 +2,7 @@
 //! where berth differs (safer defaults), the help text says so.
 
 use crate::spec::ext::ConsoleMode;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -27,6 +27,11 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)] // parsed once
 pub enum Command {
     /// Run a command (or a login shell) in a new container.
+    ///
+    /// The container gets its own mount, PID, UTS, IPC and cgroup namespaces (and network, with
+    /// --private-network), the tree as its root, fresh /dev, /proc, /sys, /run and /tmp, and the
+    /// machine name as its hostname. Options mean what the systemd-nspawn option of the same name
+    /// means; the defaults are safer, as the security defaults below say.
     Run(RunArgs),
     /// Import a root file system tarball (plain, gzip, zstd or xz; detected from the content)
     /// as image NAME.
@@ -39,6 +44,69 @@ pub enum Command {
     Images(ImagesArgs),
     /// Remove images from the store.
     Remove(RemoveArgs),
+    /// Print a shell completion script (bash, zsh or fish) on standard output.
+    ///
+    /// make install puts the scripts where the shells look for them. To try one in the current
+    /// shell: source <(berth completion bash), source <(berth completion zsh), or
+    /// berth completion fish | source.
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to print the script for.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// `berth run`'s security defaults and the reason for them: shown after `berth run --help` and
+/// as the SECURITY DEFAULTS section of berth-run(1).
+pub const SECURITY_DEFAULTS: &str = "\
+systemd-nspawn's own documentation says a container without a user namespace is no security \
+boundary, because its root keeps CAP_SYS_ADMIN. berth's defaults close that gap: the command runs \
+with the capability set of a rootful podman container (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, \
+NET_BIND_SERVICE, SETFCAP, SETGID, SETPCAP, SETUID, SYS_CHROOT, AUDIT_WRITE, MKNOD, NET_RAW; \
+no CAP_SYS_ADMIN, CAP_SYS_PTRACE or CAP_SYS_MODULE), and a seccomp filter denies keyrings, bpf, \
+perf events, userfaultfd, kexec, module loading, open_by_handle_at, mounts and new namespaces. \
+no_new_privs stays off, as in nspawn, so set-uid programs work. --capability=all restores \
+nspawn's power, with a warning that the container can reach the host. -U adds a user namespace, \
+so that root in the container is an unprivileged UID on the host; -b boots in one by default, \
+with nspawn's capability set within it.";
+
+/// `berth run`'s exit status, one (status, meaning) pair a line: shown after `berth run --help`
+/// and as the EXIT STATUS section of berth(1) and berth-run(1). See [`crate::exit`].
+pub const EXIT_STATUS: &[(&str, &str)] = &[
+    ("N", "the container's PID 1 exited with status N"),
+    ("128+N", "the container's PID 1 was killed by signal N"),
+    (
+        "0",
+        "with --boot: the system powered off or halted (one that reboots is started again)",
+    ),
+    (
+        "125",
+        "berth itself failed; one line on standard error says why",
+    ),
+    (
+        "126",
+        "the command exists in the container but cannot be executed",
+    ),
+    ("127", "the command does not exist in the container"),
+];
+
+/// After `berth run --help`: the security defaults and the exit status.
+fn run_after_long_help() -> String {
+    let mut s = format!("Security defaults: {SECURITY_DEFAULTS}\n\nExit status:");
+    for (status, meaning) in EXIT_STATUS {
+        s.push_str(&format!("\n  {status:<6} {meaning}"));
+    }
+    s
 }
 
 #[derive(Debug, Args)]
@@ -56,7 +124,7 @@ pub struct ImportCommon {
     pub quiet: bool,
 
     /// Flush the file system (syncfs) before the image is published, as machinectl's
-    /// --sync does (default yes).
+    /// --sync does.
     #[arg(long, value_name = "BOOL", default_value = "yes", value_parser = parse_bool,
           action = clap::ArgAction::Set)]
     pub sync: bool,
@@ -101,21 +169,19 @@ pub struct RemoveArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Security defaults: a command runs with the capability set of a rootful podman \
-container (no CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_MODULE, ...), no_new_privs is off as in \
-nspawn, and a seccomp filter denies keyrings, bpf, perf events, userfaultfd, kexec, module \
-loading, open_by_handle_at, mounts and new namespaces. --capability=all restores nspawn's \
-power and warns that the container can reach the host.\n\n\
-Exit status: the container's own status (128+N if it was killed by signal N); 125 if berth \
-failed, 126 if the command cannot be executed, 127 if it does not exist."
+    after_help = "Security defaults: podman's capability set (no CAP_SYS_ADMIN) and a seccomp \
+filter, because a container without a user namespace is otherwise no security boundary; \
+-U adds one. See --help.",
+    after_long_help = run_after_long_help()
 )]
 pub struct RunArgs {
     /// Directory to use as the container's root file system. Without it, -M NAME runs the
     /// image NAME from the store (as nspawn looks up /var/lib/machines/NAME).
-    #[arg(short = 'D', long = "directory", value_name = "DIR")]
+    #[arg(short = 'D', long = "directory", value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub directory: Option<PathBuf>,
 
-    /// Machine name (default: the root directory's name). Also the hostname.
+    /// Machine name (default: the root directory's name); also the hostname, unless --hostname
+    /// is given.
     #[arg(short = 'M', long = "machine", value_name = "NAME")]
     pub machine: Option<String>,
 
@@ -127,23 +193,26 @@ pub struct RunArgs {
     #[arg(short = 'u', long = "user", value_name = "USER")]
     pub user: Option<String>,
 
-    /// Working directory inside the container.
+    /// Working directory inside the container (an absolute path; default: /).
     #[arg(long, value_name = "PATH")]
     pub chdir: Option<String>,
 
-    /// Set an environment variable for the payload (VAR=VALUE, or VAR to pass berth's own).
+    /// Set an environment variable for the command: VAR=VALUE, or VAR alone to pass on berth's
+    /// own value. May be repeated.
     #[arg(short = 'E', long = "setenv", value_name = "VAR[=VALUE]")]
     pub setenv: Vec<String>,
 
-    /// Bind-mount a host path: SRC[:DST[:OPTS]], OPTS being rbind or norbind.
+    /// Bind-mount the host path SRC at DST in the container (default: the same path); OPTS is
+    /// rbind (the default, recursive) or norbind. May be repeated.
     #[arg(long, value_name = "SRC[:DST[:OPTS]]")]
     pub bind: Vec<String>,
 
-    /// Like --bind, read-only.
+    /// Like --bind, but read-only.
     #[arg(long = "bind-ro", value_name = "SRC[:DST[:OPTS]]")]
     pub bind_ro: Vec<String>,
 
-    /// Mount a fresh tmpfs at DST (mode 0755 unless OPTS say otherwise).
+    /// Mount an empty tmpfs at DST, nosuid and nodev; OPTS are tmpfs mount options (default
+    /// mode=0755). May be repeated.
     #[arg(long, value_name = "DST[:OPTS]")]
     pub tmpfs: Vec<String>,
 
@@ -156,55 +225,66 @@ pub struct RunArgs {
     #[arg(short = 'x', long)]
     pub ephemeral: bool,
 
-    /// Add capabilities to the default set (comma-separated, or "all").
+    /// Add capabilities to the default set: a comma-separated list (CAP_NET_ADMIN or NET_ADMIN),
+    /// or "all".
     #[arg(long, value_name = "CAP[,CAP...]")]
     pub capability: Vec<String>,
 
-    /// Remove capabilities from the default set (comma-separated, or "all").
+    /// Remove capabilities from the set, after --capability: a comma-separated list, or "all".
     #[arg(long = "drop-capability", value_name = "CAP[,CAP...]")]
     pub drop_capability: Vec<String>,
 
-    /// Set the payload's no_new_privs flag.
+    /// Set the no_new_privs flag on the command, so set-uid and file capabilities stop working
+    /// (default: no, as in nspawn).
     #[arg(long = "no-new-privileges", value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "yes", value_parser = parse_bool)]
     pub no_new_privileges: Option<bool>,
 
-    /// Allow (NAME, @GROUP) or, with a leading ~, deny system calls on top of the default filter.
+    /// Change the default seccomp filter: a space-separated list of system calls and systemd's
+    /// @groups to allow; with a leading ~, to deny. May be repeated; a deny wins.
     #[arg(long = "system-call-filter", value_name = "[~]SYSCALL|@GROUP ...")]
     pub system_call_filter: Vec<String>,
 
-    /// Signal sent to the container's PID 1 when berth receives SIGTERM, SIGINT or SIGHUP.
+    /// Signal sent to the container's PID 1 when berth receives SIGTERM, SIGINT or SIGHUP
+    /// (default: SIGRTMIN+3, systemd's shutdown request, with --boot; SIGKILL otherwise; as
+    /// nspawn).
     #[arg(long = "kill-signal", value_name = "SIGNAL")]
     pub kill_signal: Option<String>,
 
-    /// User namespace: no, yes (shift from the tree's owner), pick (a free 64K range),
-    /// identity, or UID[:COUNT]. Without a value: yes.
+    /// Run in a user namespace: no (the default), yes (the range starting at the tree's owner),
+    /// pick (a free 64K range), identity, or UID[:COUNT]. Without a value: yes.
     #[arg(long = "private-users", value_name = "MODE", num_args = 0..=1, default_missing_value = "yes")]
     pub private_users: Option<String>,
 
-    /// Same as --private-users=pick --private-users-ownership=auto, when the kernel allows.
+    /// Same as --private-users=pick --private-users-ownership=auto where the kernel has user
+    /// namespaces; no user namespace otherwise.
     #[arg(short = 'U')]
     pub private_users_pick: bool,
 
-    /// How the tree's ownership follows the user namespace: off, chown, map (idmapped mount,
-    /// the tree stays unshifted on disk) or auto (map where the file system can).
+    /// How the tree's file ownership follows the user namespace: off, chown (shift it on
+    /// disk), map (an idmapped mount; the tree stays unshifted on disk) or auto (map where the
+    /// file system can, else chown).
     #[arg(long = "private-users-ownership", value_name = "MODE")]
     pub private_users_ownership: Option<String>,
 
-    /// Run in a private network namespace with only the loopback device, up.
+    /// Run in a private network namespace with only a loopback device (up); the container
+    /// gets CAP_NET_ADMIN over it.
     #[arg(long = "private-network")]
     pub private_network: bool,
 
-    /// Boot the tree's init (systemd) as PID 1; the arguments go to init. Implies a user
-    /// namespace (-U) and nspawn's capability set inside it, SIGRTMIN+3 as kill signal.
+    /// Boot the tree's init (/usr/lib/systemd/systemd, /lib/systemd/systemd or /sbin/init) as
+    /// PID 1, with the arguments given to it. Implies -U unless --private-users is given, and
+    /// nspawn's capability set within that user namespace.
     #[arg(short = 'b', long = "boot", conflicts_with_all = ["as_pid2", "user"])]
     pub boot: bool,
 
-    /// Run the command as PID 2 under a minimal init that reaps zombies and forwards signals.
+    /// Run the command as PID 2 under a minimal init that reaps zombies and forwards signals,
+    /// for commands that are not written to be PID 1.
     #[arg(short = 'a', long = "as-pid2")]
     pub as_pid2: bool,
 
-    /// Console mode (default: interactive on a terminal, pipe otherwise).
+    /// Console mode (default: interactive on a terminal; otherwise read-only with --boot, pipe
+    /// without).
     #[arg(long, value_enum, value_name = "MODE")]
     pub console: Option<ConsoleMode>,
 
@@ -212,7 +292,7 @@ pub struct RunArgs {
     #[arg(short = 'P', long)]
     pub pipe: bool,
 
-    /// Print no status messages.
+    /// Print no status or warning messages (errors still go to standard error).
     #[arg(short = 'q', long)]
     pub quiet: bool,
 

@@ -6,6 +6,7 @@
 mod cgroup;
 mod cli;
 mod container;
+mod docs;
 mod exit;
 mod image;
 mod notify;
@@ -49,6 +50,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<u8> {
                 image::run::apply(img, &mut spec, &args)?;
             }
             Ok(container::run(&spec)?)
+        }
+        cli::Command::Completion(args) => {
+            let mut out = Vec::new();
+            docs::completion(args.shell, &mut out);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &out)
+                .map_err(|e| anyhow::anyhow!("writing the completion script: {e}"))?;
+            Ok(0)
         }
         cli::Command::ImportTar(a) => {
             let store = image::store::Store::open(&cli.store)?;

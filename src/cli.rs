@@ -236,7 +236,7 @@ pub struct RunArgs {
 
     /// Set the no_new_privs flag on the command, so set-uid and file capabilities stop working
     /// (default: no, as in nspawn).
-    #[arg(long = "no-new-privileges", value_name = "BOOL", num_args = 0..=1,
+    #[arg(long = "no-new-privileges", value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "yes", value_parser = parse_bool)]
     pub no_new_privileges: Option<bool>,
 
@@ -253,7 +253,7 @@ pub struct RunArgs {
 
     /// Run in a user namespace: no (the default), yes (the range starting at the tree's owner),
     /// pick (a free 64K range), identity, or UID[:COUNT]. Without a value: yes.
-    #[arg(long = "private-users", value_name = "MODE", num_args = 0..=1, default_missing_value = "yes")]
+    #[arg(long = "private-users", value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "yes")]
     pub private_users: Option<String>,
 
     /// Same as --private-users=pick --private-users-ownership=auto where the kernel has user
@@ -324,11 +324,9 @@ pub struct RunArgs {
     pub uuid: Option<String>,
 
     /// The command and its arguments (default: a login shell).
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    // Everything after the command is its own; an unknown option before it is an error,
+    // not a command named "--bogus".
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -349,6 +347,34 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn unknown_options_are_errors_and_optional_values_need_equals() {
+        assert!(Cli::try_parse_from(["berth", "run", "--bogus"]).is_err());
+        let cli = Cli::try_parse_from(["berth", "run", "-D", "/x", "--private-users", "/bin/true"])
+            .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(a.private_users.as_deref(), Some("yes"));
+        assert_eq!(a.command, ["/bin/true"]);
+        let cli = Cli::try_parse_from([
+            "berth",
+            "run",
+            "-D",
+            "/x",
+            "--no-new-privileges",
+            "sh",
+            "-c",
+            "x",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(a.no_new_privileges, Some(true));
+        assert_eq!(a.command, ["sh", "-c", "x"]);
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -22,7 +22,21 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print and succeed, as clap does.
+        Err(e) if !e.use_stderr() => e.exit(),
+        // A usage error is berth's failure like any other: one line, exit 125.
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid command line");
+            eprintln!(
+                "berth: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

@@ -467,9 +467,15 @@ fn bad_input_fails_with_one_line_and_leaves_nothing() {
         let o = run_with(&args, None);
         o.assert_one_line_error(125, needle);
     }
-    // clap's own usage errors: not 0, and not a container status.
-    let o = run_with(&["run", "--console=loud", "-D", img], None);
-    assert_ne!(o.code, 0);
+    // Usage errors are berth's failures too: one line, 125.
+    run_with(&["run", "--console=loud", "-D", img], None)
+        .assert_one_line_error(125, "invalid value 'loud'");
+    run_with(&["run", "--bogus", "-D", img], None).assert_one_line_error(125, "--bogus");
+    run_with(
+        &["run", "-D", img, "--no-new-privileges=maybe", "/bin/true"],
+        None,
+    )
+    .assert_one_line_error(125, "maybe");
     assert_eq!(
         host_mounts(),
         before,

@@ -94,10 +94,10 @@ pub const DESCRIPTION: &[Block] = &[
 pub const EXIT_STATUS_INTRO: &str = "`berth run` exits with the container's status:";
 
 /// berth(1) EXIT STATUS, after the table.
-pub const EXIT_STATUS_OTHERS: &str = "A bad option value is berth's failure (125). The other \
-    commands exit 0 on success and 125 on failure. A command line that cannot be parsed at all \
-    (an unknown option before the command, a missing argument, a value outside a fixed list) \
-    exits 2, with the usage on standard error.";
+pub const EXIT_STATUS_OTHERS: &str = "A bad option or option value is berth's failure (125), \
+    reported in one line: an unknown option before the command, a missing argument, a value \
+    outside a fixed list alike. The other commands exit 0 on success and 125 on failure; \
+    --help and --version exit 0.";
 
 /// berth(1) ENVIRONMENT.
 pub const ENVIRONMENT: &[Block] = &[

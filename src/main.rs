@@ -30,8 +30,14 @@ fn main() -> ExitCode {
         Err(e) => {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid command line");
+            // Keep clap's list of accepted values, in the same line.
+            let values = text
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("[possible values"));
+            let hint = values.map(|v| format!(" {v}")).unwrap_or_default();
             eprintln!(
-                "berth: {} (see --help)",
+                "berth: {}{hint} (see --help)",
                 first.trim_start_matches("error: ")
             );
             return ExitCode::from(exit::FAILURE);

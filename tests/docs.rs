@@ -29,7 +29,9 @@ fn completion_prints_each_shells_script() {
 #[test]
 fn completion_refuses_unknown_shells() {
     let o = berth(&["completion", "tcsh"]);
-    assert_eq!(o.status.code(), Some(2));
+    // A bad value is a usage error: berth's one-line failure, 125.
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
     assert!(o.stdout.is_empty());
     let err = String::from_utf8(o.stderr).unwrap();
     assert!(

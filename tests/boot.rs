@@ -50,6 +50,10 @@ struct Booted {
 
 impl Booted {
     fn start(root: &Path, name: &str, tmp: &Path) -> Booted {
+        Self::start_with(root, name, tmp, &[])
+    }
+
+    fn start_with(root: &Path, name: &str, tmp: &Path, extra: &[&str]) -> Booted {
         let log = tmp.join(format!("{name}.log"));
         let child = berth()
             .args([
@@ -61,6 +65,7 @@ impl Booted {
                 name,
                 "--register=no",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::from(
@@ -258,4 +263,19 @@ fn trees_that_cannot_boot_are_refused_with_one_line() {
         None,
     );
     assert_ne!(o.code, 0);
+}
+
+#[test]
+fn reboot_under_keep_unit_exits_133_for_the_unit_to_restart() {
+    let tmp = TempDir::new("reboot133");
+    let root = debian_copy(tmp.path());
+    let mut b = Booted::start_with(&root, "boot-133", tmp.path(), &["--keep-unit"]);
+    let state = b.wait_running();
+    assert!(
+        state == "running" || state == "degraded",
+        "{state}: {}",
+        b.log()
+    );
+    let _ = b.nsenter(&["systemctl", "reboot"]);
+    assert_eq!(b.wait(90), Some(133), "{}", b.log());
 }

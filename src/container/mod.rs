@@ -112,9 +112,12 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
     let sigfd = SignalFd::with_flags(&handled, SfdFlags::SFD_CLOEXEC)
         .map_err(sys_err("creating a signalfd"))?;
 
+    let keep_unit = crate::spec::systemd::MachineSettings::from_spec(spec)?.keep_unit;
     loop {
         let end = launch(spec, &ext, bpf.as_ref(), &sigfd)?;
         return Ok(match (ext.boot, end) {
+            // Under a unit (--keep-unit) the unit restarts it: RestartForceExitStatus=133.
+            (true, End::Killed(libc::SIGHUP)) if keep_unit => 133,
             (true, End::Killed(libc::SIGHUP)) => {
                 if !ext.quiet {
                     eprintln!("berth: container {} is rebooting", ext.machine);

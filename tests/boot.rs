@@ -6,29 +6,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use support::*;
-
-/// The Debian tree, built (or reused from build/cache) by the repository's recipe.
-fn debian() -> &'static Path {
-    static TREE: OnceLock<PathBuf> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/debian/build"))
-            .arg("--tree-only")
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running images/debian/build");
-        assert!(out.status.success(), "images/debian/build failed");
-        PathBuf::from(
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap()
-                .trim(),
-        )
-    })
-}
 
 /// A private copy, as a booted system writes to its tree.
 fn debian_copy(tmp: &Path) -> PathBuf {

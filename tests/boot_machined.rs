@@ -6,31 +6,10 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use support::{eventually, rand_suffix};
+use support::{debian, eventually, rand_suffix};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
-
-fn debian() -> &'static Path {
-    static TREE: OnceLock<PathBuf> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/debian/build"))
-            .arg("--tree-only")
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running images/debian/build");
-        assert!(out.status.success(), "images/debian/build failed");
-        PathBuf::from(
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap()
-                .trim(),
-        )
-    })
-}
 
 /// A private copy of the Debian tree in the rig's scratch directory (bound in live).
 fn debian_copy(name: &str) -> PathBuf {

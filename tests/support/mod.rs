@@ -41,6 +41,22 @@ pub fn busybox() -> &'static Path {
     })
 }
 
+/// The Debian tree (systemd, dbus, machined), built or reused from build/cache by the
+/// repository's recipe, images/debian/build.
+pub fn debian() -> &'static Path {
+    static TREE: OnceLock<PathBuf> = OnceLock::new();
+    TREE.get_or_init(|| {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/images/debian/build"))
+            .arg("--tree-only")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running images/debian/build");
+        assert!(out.status.success(), "images/debian/build failed");
+        let text = String::from_utf8(out.stdout).unwrap();
+        PathBuf::from(text.lines().next().expect("the tree's path").trim())
+    })
+}
+
 /// A private copy of the busybox tree for tests that change it.
 pub fn busybox_copy(tmp: &Path) -> PathBuf {
     let dst = tmp.join("rootfs");

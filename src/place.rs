@@ -41,7 +41,12 @@ impl Placement {
     pub fn prepare(spec: &Spec, ext: &Berth) -> Result<Placement, PlaceError> {
         let settings = MachineSettings::from_spec(spec)?;
         let props = settings.parsed_properties()?;
-        let cgroup = if settings.register == Mode::No {
+        // Known before clone that machined will not be used (--register=no, or auto without a
+        // system bus): the container is then born in berth's own cgroup (CLONE_INTO_CGROUP);
+        // moving it in afterwards waits for an RCU grace period, milliseconds on a busy host.
+        let own = settings.register == Mode::No
+            || (settings.register == Mode::Auto && !register::system_bus_present());
+        let cgroup = if own {
             own_cgroup(&ext.machine, &props)?
         } else {
             None

@@ -445,7 +445,7 @@ fn call_register(
 
 /// Whether the system bus socket exists (for a `unix:path=` address, the default one or
 /// $DBUS_SYSTEM_BUS_ADDRESS). Other address kinds count as present.
-fn system_bus_present() -> bool {
+pub fn system_bus_present() -> bool {
     let addr = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
         .unwrap_or_else(|_| "unix:path=/var/run/dbus/system_bus_socket".into());
     match addr

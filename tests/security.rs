@@ -7,9 +7,8 @@ mod support;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use support::*;
 
 /// Extra context an attempt needs from the host side.
@@ -106,26 +105,6 @@ attempts! {
     read_launcher_environ_as_pid2: ["--as-pid2"] ["read", "/proc/1/environ"] => None, Plain;
     inherited_fd: [] ["fd", "7"] => Some("EBADF"), InheritFd;
     cwd_outside_the_root: [] ["cwd-escape"] => Some("EXDEV"), HostCwd;
-}
-
-/// The probe, compiled once per test run under the target directory.
-fn probe() -> &'static Path {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("probe");
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("probe");
-        let tmp = dir.join(format!(".probe.{}", std::process::id()));
-        let st = Command::new("gcc")
-            .args(["-static", "-O2", "-Wall", "-o"])
-            .arg(&tmp)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probe/probe.c"))
-            .status()
-            .expect("running gcc (apt-get install build-essential)");
-        assert!(st.success(), "compiling tests/probe/probe.c failed");
-        std::fs::rename(&tmp, &out).unwrap();
-        out
-    })
 }
 
 /// A host process the container must not reach; killed (by pid) when dropped.

@@ -202,3 +202,23 @@ pub fn rand_suffix() -> String {
         .unwrap();
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// The probe, compiled once per test run under the target directory.
+pub fn probe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("probe");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("probe");
+        let tmp = dir.join(format!(".probe.{}", std::process::id()));
+        let st = Command::new("gcc")
+            .args(["-static", "-O2", "-Wall", "-o"])
+            .arg(&tmp)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probe/probe.c"))
+            .status()
+            .expect("running gcc (apt-get install build-essential)");
+        assert!(st.success(), "compiling tests/probe/probe.c failed");
+        std::fs::rename(&tmp, &out).unwrap();
+        out
+    })
+}

@@ -5,7 +5,7 @@
 use super::error::{Ctx, SetupError};
 use nix::fcntl::{OFlag, open};
 use nix::mount::{MsFlags, mount};
-use nix::pty::{PtyMaster, unlockpt};
+use nix::pty::unlockpt;
 use nix::sys::stat::Mode;
 use nix::sys::termios::{self, SetArg, Termios};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
@@ -120,6 +120,3 @@ pub fn peer(master: BorrowedFd<'_>) -> Option<OwnedFd> {
 pub fn is_tty(fd: BorrowedFd<'_>) -> bool {
     nix::unistd::isatty(fd.as_fd()).unwrap_or(false)
 }
-
-#[allow(dead_code)]
-fn _assert_master(_: PtyMaster) {}

@@ -189,10 +189,7 @@ fn launch(
     };
     drop(child_chan);
     nix::unistd::fchdir(&cwd).map_err(sys_err("returning to the working directory"))?;
-    let mut container = Running {
-        pid,
-        pidfd: Some(pidfd),
-    };
+    let mut container = Running { pidfd: Some(pidfd) };
 
     if userns {
         // The child waits, as nobody, until its map exists and its tree is owned right.
@@ -240,7 +237,6 @@ fn launch(
         }
     }
     drop(parent_chan);
-    let _ = container.pid;
     // What setup allocated is not needed while the container runs.
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
@@ -290,7 +286,6 @@ fn shed_text() {
 }
 
 struct Running {
-    pid: libc::pid_t,
     pidfd: Option<OwnedFd>,
 }
 

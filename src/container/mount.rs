@@ -470,9 +470,9 @@ pub fn protect(spec: &Spec, private_network: bool) -> Result<(), SetupError> {
         .unwrap_or_default()
     {
         let path = Path::new(&p);
-        let Ok(md) = path.symlink_metadata() else {
+        if path.symlink_metadata().is_err() {
             continue;
-        };
+        }
         if p == "/proc/sys" && private_network {
             // The container's own network stack stays configurable.
             mount(
@@ -484,7 +484,6 @@ pub fn protect(spec: &Spec, private_network: bool) -> Result<(), SetupError> {
             )
             .ctx("binding /proc/sys/net")?;
         }
-        let _ = md;
         bind_ro(&p, path, true)?;
     }
     for p in linux

@@ -926,3 +926,13 @@ fn console_output_survives_the_payload_closing_its_stdio() {
         "console output written after the payload closed its stdio was not relayed"
     );
 }
+
+#[test]
+fn passive_console_gives_a_pty_and_relays_nothing() {
+    let o = sh(
+        &["--console=passive"],
+        "tty > /dev/console; [ -c /dev/console ] || exit 9; echo unseen; exit 3",
+    );
+    assert_eq!(o.code, 3, "{o:?}");
+    assert_eq!(o.stdout, "", "passive relays nothing: {o:?}");
+}

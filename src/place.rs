@@ -129,6 +129,15 @@ impl Placement {
         Ok(())
     }
 
+    /// Gives the container a cgroup of its own where it still shares berth's (a booted
+    /// system must manage its cgroup itself): the same split as under --keep-unit, removed
+    /// again on release. Best effort, as that split is; the caller checks the result.
+    pub fn separate(&mut self, leader: libc::pid_t) {
+        if self.payload_cgroup.is_none() {
+            self.payload_cgroup = split_unit_cgroup(leader);
+        }
+    }
+
     /// Ends the registration and removes berth's cgroup now (the same happens on drop). With
     /// `wait` false berth does not wait for machined's answer: a container that is not started
     /// again under the same name needs none (its scope ends with its processes anyway).

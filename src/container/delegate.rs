@@ -1,8 +1,9 @@
-//! Cgroup delegation to a container with its own user namespace: the cgroup the container
-//! was placed in (machined's scope, the service with --keep-unit, or berth's own cgroup)
-//! becomes its namespace root's, as systemd's delegation rules say: the directory and its
+//! Cgroup delegation to a booted system: the cgroup the container was placed in (machined's
+//! scope, `payload/` of the unit with --keep-unit, or berth's own cgroup) becomes its
+//! user namespace root's, as systemd's delegation rules say: the directory and its
 //! cgroup.procs, cgroup.threads and cgroup.subtree_control. Its systemd can then build its
-//! own tree below, and nothing above it.
+//! own tree below, and nothing above it. Where the container lives is Placement's decision
+//! (src/place.rs); this only checks it has a cgroup of its own and hands that over.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +22,9 @@ pub enum DelegateError {
     },
 }
 
-/// The cgroup2 path of `pid` ("0::/machine.slice/machine-x.scope" in /proc/PID/cgroup).
+/// The cgroup2 path of `pid` ("0::/machine.slice/machine-x.scope" in /proc/PID/cgroup),
+/// relative to our cgroup namespace. Paths, not cgroup::hierarchies(): berth's own cgroup
+/// may lie outside the namespace (berth entered with nsenter), where that finds nothing.
 fn v2_path(pid: libc::pid_t) -> Result<String, DelegateError> {
     let text =
         std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(DelegateError::Read)?;
@@ -43,47 +46,32 @@ fn v2_mount() -> &'static Path {
     }
 }
 
-fn write_pid(dir: &Path, pid: libc::pid_t) -> Result<(), DelegateError> {
-    let procs = dir.join("cgroup.procs");
-    std::fs::write(&procs, pid.to_string()).map_err(|source| DelegateError::Chown {
-        path: procs,
-        source,
-    })
-}
-
-/// Gives the container a cgroup subtree of its own, owned by `owner` (the user namespace's
-/// root) when it has one. Under --keep-unit the container was registered in berth's own
-/// service cgroup: as nspawn does, the service's cgroup is split into `payload` (the
-/// container's, delegated) and `supervisor` (berth), since a cgroup with processes in it
-/// cannot hand out controllers to children.
-pub fn delegate(pid: libc::pid_t, owner: Option<(u32, u32)>) -> Result<(), DelegateError> {
+/// The container's cgroup2 directory, whether it is berth's own, and whether that is the
+/// hierarchy's root (which is never split).
+fn container_cgroup(pid: libc::pid_t) -> Result<(PathBuf, bool, bool), DelegateError> {
     let cg = v2_path(pid)?;
     // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() };
-    let mut dir = v2_mount().join(cg.trim_start_matches('/'));
-    if cg == v2_path(me)? {
-        if cg == "/" {
-            return Err(DelegateError::Shared(cg));
-        }
-        // After a reboot berth already sits in the split's supervisor half.
-        if cg.ends_with("/supervisor") {
-            dir.pop();
-        }
-        for sub in ["supervisor", "payload"] {
-            match std::fs::create_dir(dir.join(sub)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(source) => {
-                    return Err(DelegateError::Chown {
-                        path: dir.join(sub),
-                        source,
-                    });
-                }
-            }
-        }
-        write_pid(&dir.join("supervisor"), me)?;
-        dir = dir.join("payload");
-        write_pid(&dir, pid)?;
+    let shared = cg == v2_path(unsafe { libc::getpid() })?;
+    Ok((
+        v2_mount().join(cg.trim_start_matches('/')),
+        shared,
+        cg == "/",
+    ))
+}
+
+/// Whether the container still sits in berth's own cgroup below the root, and so needs
+/// Placement's split.
+pub fn shares_berths_cgroup(pid: libc::pid_t) -> Result<bool, DelegateError> {
+    let (_, shared, root) = container_cgroup(pid)?;
+    Ok(shared && !root)
+}
+
+/// Checks the container has a cgroup of its own and, with a user namespace (`owner`), chowns
+/// it to the namespace's root.
+pub fn delegate(pid: libc::pid_t, owner: Option<(u32, u32)>) -> Result<(), DelegateError> {
+    let (dir, shared, _) = container_cgroup(pid)?;
+    if shared {
+        return Err(DelegateError::Shared(dir.display().to_string()));
     }
     let Some((uid, gid)) = owner else {
         return Ok(());

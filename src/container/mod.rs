@@ -211,6 +211,9 @@ fn launch(
         let owner = userns
             .then(|| userns::range(spec).expect("a user namespace has a map"))
             .map(|(b, _)| (b, b));
+        if delegate::shares_berths_cgroup(pid)? {
+            placement.separate(pid);
+        }
         delegate::delegate(pid, owner)?;
     }
 

@@ -80,25 +80,34 @@ struct OpenHow {
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
-/// openat2 with RESOLVE_IN_ROOT: `path` is resolved as if `root` were "/", so neither "..",
-/// absolute names nor symlinks inside an untrusted tree can reach outside it.
-pub fn open_in_root(root: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> nix::Result<OwnedFd> {
+fn openat2(
+    dirfd: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+    resolve: u64,
+) -> nix::Result<OwnedFd> {
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        resolve,
     };
     // SAFETY: plain syscall with valid pointers; the returned fd is owned by us.
     unsafe {
         let fd = check(libc::syscall(
             libc::SYS_openat2,
-            root.as_raw_fd(),
+            dirfd.as_raw_fd(),
             path.as_ptr(),
             &how as *const OpenHow,
             std::mem::size_of::<OpenHow>(),
         ))?;
         Ok(OwnedFd::from_raw_fd(fd as RawFd))
     }
+}
+
+/// openat2 with RESOLVE_IN_ROOT: `path` is resolved as if `root` were "/", so neither "..",
+/// absolute names nor symlinks inside an untrusted tree can reach outside it.
+pub fn open_in_root(root: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> nix::Result<OwnedFd> {
+    openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
 }
 
 pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
@@ -112,22 +121,12 @@ pub fn open_beneath_nosymlinks(root: BorrowedFd<'_>, path: &CStr) -> nix::Result
         .strip_prefix(b"/")
         .unwrap_or(path.to_bytes());
     let rel = std::ffi::CString::new(rel).map_err(|_| Errno::EINVAL)?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: plain syscall with valid pointers; the returned fd is owned by us.
-    unsafe {
-        let fd = check(libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            rel.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        ))?;
-        Ok(OwnedFd::from_raw_fd(fd as RawFd))
-    }
+    openat2(
+        root,
+        &rel,
+        libc::O_PATH | libc::O_DIRECTORY,
+        RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    )
 }
 
 pub const OPEN_TREE_CLONE: libc::c_uint = 1;

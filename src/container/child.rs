@@ -7,7 +7,7 @@
 
 use super::error::{Ctx, SetupError};
 use super::msg::{Channel, ToChild, ToParent};
-use super::{console, exec, mount, stub};
+use super::{console, exec, has_ns, mount, stub};
 use crate::exit;
 use crate::seccomp::Bpf;
 use crate::spec::ext::{Berth, ConsoleMode};
@@ -197,13 +197,6 @@ fn notify_socket() -> Result<std::os::fd::OwnedFd, SetupError> {
 fn rearm_pdeathsig() {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-}
-
-fn has_ns(spec: &Spec, t: LinuxNamespaceType) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| ns.iter().any(|n| n.typ() == t))
 }
 
 /// A private network namespace starts with `lo` down; nspawn brings it up.

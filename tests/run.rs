@@ -709,16 +709,27 @@ fn cwd_outside_the_root_is_not_inherited() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().next(), Some("/"));
 }
 
+/// A numeric argument for `sleep` that names this test's container processes on the host.
+fn sleep_marker(prefix: &str) -> String {
+    let digits: String = rand_suffix()
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .take(5)
+        .collect();
+    format!("{prefix}{digits}")
+}
+
+/// Waits until the container's `/bin/sleep MARKER` runs (so berth is past its setup).
+fn wait_for_sleep(marker: &str) {
+    assert!(eventually(5, || !procs_with(&format!(
+        "/bin/sleep\0{marker}"
+    ))
+    .is_empty()));
+}
+
 #[test]
 fn sigterm_kills_the_container_and_berth_reports_it() {
-    let marker = format!(
-        "31{}",
-        rand_suffix()
-            .chars()
-            .filter(|c| c.is_ascii_digit())
-            .take(5)
-            .collect::<String>()
-    );
+    let marker = sleep_marker("31");
     let mut child = berth()
         .args([
             "run",
@@ -730,10 +741,7 @@ fn sigterm_kills_the_container_and_berth_reports_it() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(eventually(5, || !procs_with(&format!(
-        "/bin/sleep\0{marker}"
-    ))
-    .is_empty()));
+    wait_for_sleep(&marker);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let st = child.wait().unwrap();
     // No --kill-signal: SIGKILL, as nspawn does.
@@ -746,14 +754,7 @@ fn sigterm_kills_the_container_and_berth_reports_it() {
 
 #[test]
 fn kill_signal_is_forwarded_to_pid_1() {
-    let marker = format!(
-        "32{}",
-        rand_suffix()
-            .chars()
-            .filter(|c| c.is_ascii_digit())
-            .take(5)
-            .collect::<String>()
-    );
+    let marker = sleep_marker("32");
     let mut child = berth()
         .args([
             "run",
@@ -767,10 +768,7 @@ fn kill_signal_is_forwarded_to_pid_1() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(eventually(5, || !procs_with(&format!(
-        "/bin/sleep\0{marker}"
-    ))
-    .is_empty()));
+    wait_for_sleep(&marker);
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     // The stub forwards SIGTERM to sleep, which dies of it: 128+15.
     assert_eq!(child.wait().unwrap().code(), Some(143));
@@ -779,14 +777,7 @@ fn kill_signal_is_forwarded_to_pid_1() {
 #[test]
 fn berth_killed_with_sigkill_leaves_no_process_and_no_mount() {
     let before = host_mounts();
-    let marker = format!(
-        "33{}",
-        rand_suffix()
-            .chars()
-            .filter(|c| c.is_ascii_digit())
-            .take(5)
-            .collect::<String>()
-    );
+    let marker = sleep_marker("33");
     let mut child = berth()
         .args([
             "run",

@@ -173,11 +173,26 @@ fn machinectl_manages_a_booted_debian() {
         "the process tree shows the container's systemd: {status}"
     );
     // login: a getty answers on a pty (machined's OpenMachineLogin).
+    // The getty is a unit the container's systemd starts on demand; on a loaded machine that
+    // takes a while, so wait for the prompt (up to 90 s) rather than for a fixed time, then end
+    // the session by its pid.
+    let (_, scratch) = rig::shared();
+    let out = scratch.join(format!("login.{n}"));
     let login = rig_sh(&format!(
-        "script -qec 'timeout 15 machinectl login {n}' /dev/null < /dev/null"
+        "script -qfec 'machinectl login {n}' {out} < /dev/null > /dev/null 2>&1 & pid=$!; \
+         for i in $(seq 900); do grep -q 'login:' {out} 2>/dev/null && break; sleep 0.1; done; \
+         kill $pid 2>/dev/null; wait $pid; cat {out}; rm -f {out}",
+        out = out.display()
     ))
     .1;
-    assert!(login.contains("login:"), "{login}");
+    assert!(
+        login.contains("login:"),
+        "{login}\n{}",
+        rig_sh(&format!(
+            "machinectl shell -q {n} /bin/systemctl status --no-pager 'container-getty@*'"
+        ))
+        .1
+    );
 
     // reboot: the same berth starts the system again, registered again.
     let first = b.leader();

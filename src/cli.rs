@@ -78,7 +78,9 @@ perf events, userfaultfd, kexec, module loading, open_by_handle_at, mounts and n
 no_new_privs stays off, as in nspawn, so set-uid programs work. --capability=all restores \
 nspawn's power, with a warning that the container can reach the host. -U adds a user namespace, \
 so that root in the container is an unprivileged UID on the host; -b boots in one by default, \
-with nspawn's capability set within it.";
+with nspawn's capability set within it. There the container's root may mount, but not undo \
+what berth mounted: read-only /sys, /proc/sys, /run/host and --read-only roots, and the masked \
+/proc files, are locked by the kernel.";
 
 /// `berth run`'s exit status, one (status, meaning) pair a line: shown after `berth run --help`
 /// and as the EXIT STATUS section of berth(1) and berth-run(1). See [`crate::exit`].

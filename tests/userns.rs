@@ -260,3 +260,47 @@ fn bad_ranges_fail_with_one_line_and_leave_nothing() {
         "the tree was not touched"
     );
 }
+
+/// In its own user namespace the container's root may mount, but what berth mounted before it
+/// got there is locked (src/container/lock.rs): read-only stays read-only, masks stay. Runs
+/// with every capability and the mount calls allowed, so only the kernel's locks refuse; the
+/// tmpfs mount at the end shows that mounting as such works.
+#[test]
+fn the_containers_root_cannot_undo_berths_mounts() {
+    let tmp = TempDir::new("ns-lock");
+    let root = busybox_copy(tmp.path());
+    let bind = format!("--bind-ro={}:/probe", probe().display());
+    let o = run_in(
+        &root,
+        &[
+            "-U",
+            "--capability=all",
+            "--system-call-filter=@mount",
+            "--read-only",
+            &bind,
+        ],
+        "for a in 'remount-rw /' 'remount-rw /sys' 'remount-rw /proc/sys' 'remount-rw /run/host' \
+         'umount /proc/kallsyms' 'umount /proc/keys' 'umount /proc/sys' 'umount /run/host' \
+         'mount proc /tmp'; do echo \"$a: $(/probe $a)\"; done; \
+         echo \"tmpfs: $(/probe mount tmpfs /tmp)\"",
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    for (attempt, errno) in [
+        ("remount-rw /", "EPERM"),
+        ("remount-rw /sys", "EPERM"),
+        ("remount-rw /proc/sys", "EPERM"),
+        ("remount-rw /run/host", "EPERM"),
+        ("umount /proc/kallsyms", "EINVAL"),
+        ("umount /proc/keys", "EINVAL"),
+        ("umount /proc/sys", "EINVAL"),
+        ("umount /run/host", "EINVAL"),
+        // A new procfs would show what the masks hide: not while they are locked.
+        ("mount proc /tmp", "EPERM"),
+    ] {
+        assert!(
+            o.stdout.contains(&format!("{attempt}: errno={errno}")),
+            "{attempt} must fail with {errno}: {o:?}"
+        );
+    }
+    assert!(o.stdout.contains("tmpfs: ok"), "{o:?}");
+}

@@ -2,7 +2,8 @@
 //! copy-on-write copy of the supervisor (clone3 without CLONE_VM, no re-exec of berth).
 //!
 //! Order matters and follows nspawn's inner child: file system (mount.rs), wait for the
-//! supervisor to place us (cgroup, registration), cgroup namespace, hostname, console,
+//! supervisor to place us (cgroup, registration), cgroup namespace, [with a user namespace:
+//! move into the locked copy of our mounts the supervisor makes, lock.rs], hostname, console,
 //! [stub init], then identity, capabilities, seccomp, exec.
 
 use super::error::{Ctx, SetupError};
@@ -100,6 +101,20 @@ fn setup_and_exec(
         mount::mount_cgroup(spec)?;
     }
     mount::seal(spec)?;
+    if has_ns(spec, LinuxNamespaceType::User) {
+        // Mounts made inside our own user namespace are not locked: have the supervisor
+        // make a copy in which they are, and move into it (lock.rs).
+        chan.send(&ToParent::LockMounts, None)
+            .ctx("asking the supervisor to lock the mounts")?;
+        match chan.recv::<ToChild>() {
+            Ok(Some((ToChild::Locked, Some(ns)))) => {
+                nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)
+                    .ctx("joining the locked mount namespace")?;
+                nix::unistd::chdir("/").ctx("chdir /")?;
+            }
+            _ => return Err(SetupError::msg("the supervisor went away").into()),
+        }
+    }
     if let Some(h) = spec.hostname() {
         nix::unistd::sethostname(h).ctx("setting the hostname")?;
     }

@@ -12,6 +12,7 @@ mod delegate;
 mod ephemeral;
 mod error;
 mod exec;
+mod lock;
 mod mount;
 mod msg;
 mod seccomp;
@@ -44,6 +45,11 @@ pub enum LaunchError {
     Userns(#[from] userns::UsernsSetupError),
     #[error(transparent)]
     Delegate(#[from] delegate::DelegateError),
+    #[error("{step}: {source}")]
+    Lock {
+        step: String,
+        source: nix::errno::Errno,
+    },
 }
 
 fn sys_err(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> LaunchError {
@@ -225,6 +231,10 @@ fn launch(
         match parent_chan.recv::<ToParent>() {
             Ok(Some((ToParent::PtyMaster, fd))) => master = fd,
             Ok(Some((ToParent::Notify, fd))) => notify = fd,
+            Ok(Some((ToParent::LockMounts, _))) => {
+                let ns = lock::locked_copy(pid)?;
+                let _ = parent_chan.send(&ToChild::Locked, Some(ns.as_raw_fd()));
+            }
             Ok(Some((ToParent::Failed { code, msg }, _))) => {
                 container.reap();
                 return Err(Coded { code, msg }.into());

@@ -16,6 +16,8 @@ pub enum ToParent {
     PtyMaster,
     /// The container's end of /run/host/notify follows as an fd (booted systems).
     Notify,
+    /// The file system is set up (user namespace): lock its mounts (lock.rs).
+    LockMounts,
     /// Setup or exec failed; `code` is the exit status berth should report.
     Failed { code: u8, msg: String },
 }
@@ -27,6 +29,8 @@ pub enum ToChild {
     Mapped,
     /// The supervisor has placed the container (cgroup, registration): go on to exec.
     Go,
+    /// A locked copy of the container's mount namespace follows as an fd: join it.
+    Locked,
 }
 
 pub struct Channel(OwnedFd);

@@ -12,14 +12,13 @@
 //! crosses user namespaces, so every mount in it is locked; the container's init joins it.
 
 use super::{LaunchError, sys_err};
-use crate::sys::{self, Forked};
 use nix::sched::{CloneFlags, setns, unshare};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 /// A mount namespace owned by the container's user namespace holding a locked copy of the
 /// mount namespace of `pid` (the container's init, its setup done). The caller passes it to
 /// the container, which joins it with setns(2).
-pub fn locked_copy(pid: libc::pid_t) -> Result<OwnedFd, LaunchError> {
+pub fn locked_copy(pid: libc::pid_t) -> Result<(OwnedFd, Leftovers), LaunchError> {
     let open = |ns: &str| -> Result<OwnedFd, LaunchError> {
         std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))
             .map(OwnedFd::from)
@@ -29,61 +28,94 @@ pub fn locked_copy(pid: libc::pid_t) -> Result<OwnedFd, LaunchError> {
             })
     };
     let (mnt, user) = (open("mnt")?, open("user")?);
-    // The helper's own /proc, opened here: once it has entered the container's mount
-    // namespace, "/proc" is the container's, where the helper has no pid.
-    let proc_dir = open_dir("/proc")?;
-    let (ours, theirs) = super::msg::pair().map_err(sys_err("creating the lock channel"))?;
-
-    // SAFETY: the supervisor is single-threaded; the helper only makes syscalls and exits.
-    let forked = unsafe { sys::clone3(0, None) }.map_err(sys_err("forking the mount helper"))?;
-    let helper_pidfd = match forked {
-        Forked::Child => {
-            drop(ours);
-            let reply = match copy_locked(&mnt, &user, &proc_dir) {
-                Ok(fd) => theirs.send(&Reply::Done, Some(fd.as_raw_fd())),
-                Err((step, e)) => theirs.send(
-                    &Reply::Failed {
-                        step: step.into(),
-                        errno: e as i32,
-                    },
-                    None,
-                ),
-            };
-            // SAFETY: _exit skips the supervisor's destructors and atexit handlers.
-            unsafe { libc::_exit(reply.is_err() as i32) }
-        }
-        Forked::Parent { pidfd, .. } => pidfd,
+    // The helper's /proc, opened here: once it has entered the container's mount namespace,
+    // "/proc" is the container's, where the helper has no pid.
+    let proc_dir = nix::fcntl::open(
+        "/proc",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(sys_err("opening /proc"))?;
+    let mut job = Job {
+        mnt: mnt.as_raw_fd(),
+        user: user.as_raw_fd(),
+        proc_dir: proc_dir.as_raw_fd(),
+        result: Err(("the mount helper never ran", nix::errno::Errno::ECHILD)),
     };
-    drop(theirs);
-    let answer = ours.recv::<Reply>();
-    reap(helper_pidfd);
-    match answer {
-        Ok(Some((Reply::Done, Some(fd)))) => Ok(fd),
-        Ok(Some((Reply::Failed { step, errno }, _))) => Err(LaunchError::Lock {
-            step,
-            source: nix::errno::Errno::from_raw(errno),
-        }),
-        _ => Err(LaunchError::Lock {
-            step: "the mount helper".into(),
-            source: nix::errno::Errno::EPIPE,
+    // The helper shares our memory and fd table (CLONE_VM | CLONE_FILES) and we sleep until
+    // it has exited (CLONE_VFORK): no copy of the supervisor is made, its answer is written
+    // straight into `job`, and the fd it opens is ours. It has its own fs_struct and is its
+    // own thread group, as setns(2) into a mount and a user namespace requires.
+    let mut stack = vec![0u8; 256 * 1024];
+    // SAFETY: the stack outlives the helper (we are suspended until it exits); `helper`
+    // touches only `job`, which outlives it too; SIGCHLD makes it a waitable child.
+    let helper = unsafe {
+        libc::clone(
+            helper,
+            stack.as_mut_ptr().add(stack.len()).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
+            (&mut job as *mut Job).cast(),
+        )
+    };
+    if helper < 0 {
+        return Err(sys_err("starting the mount helper")(
+            nix::errno::Errno::last(),
+        ));
+    }
+    // Past CLONE_VFORK the helper no longer runs in our memory; it may still be exiting.
+    drop(stack);
+    let rest = Leftovers { helper, _mnt: mnt };
+    match job.result {
+        // SAFETY: the helper opened this fd in our shared fd table and handed it to us alone.
+        Ok(fd) => Ok((unsafe { OwnedFd::from_raw_fd(fd) }, rest)),
+        Err((step, source)) => Err(LaunchError::Lock {
+            step: step.into(),
+            source,
         }),
     }
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-enum Reply {
-    /// The locked mount namespace follows as an fd.
-    Done,
-    Failed {
-        step: String,
-        errno: i32,
-    },
+/// What is left once the container has joined the locked copy; dropped after it has started
+/// its payload. Freeing a mount namespace waits for an RCU grace period (milliseconds on a
+/// busy host): holding the unlocked original here keeps the container's setns from paying
+/// for it, and the helper, which frees its intermediate copy on exit, is reaped only then.
+pub struct Leftovers {
+    helper: libc::pid_t,
+    _mnt: OwnedFd,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.helper), None);
+    }
 }
 
 type Step = (&'static str, nix::errno::Errno);
 
+struct Job {
+    mnt: RawFd,
+    user: RawFd,
+    proc_dir: RawFd,
+    result: Result<RawFd, Step>,
+}
+
+extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the Job locked_copy passed, alive until we have exited.
+    let job = unsafe { &mut *arg.cast::<Job>() };
+    // SAFETY: the fds are open in the (shared) fd table for as long as we run.
+    let (mnt, user, proc_dir) = unsafe {
+        (
+            BorrowedFd::borrow_raw(job.mnt),
+            BorrowedFd::borrow_raw(job.user),
+            BorrowedFd::borrow_raw(job.proc_dir),
+        )
+    };
+    job.result = copy_locked(mnt, user, proc_dir).map(IntoRawFd::into_raw_fd);
+    0
+}
+
 /// In the helper: the two copies, then a handle on the result.
-fn copy_locked(mnt: &OwnedFd, user: &OwnedFd, proc_dir: &OwnedFd) -> Result<OwnedFd, Step> {
+fn copy_locked(mnt: BorrowedFd, user: BorrowedFd, proc_dir: BorrowedFd) -> Result<OwnedFd, Step> {
     setns(mnt, CloneFlags::CLONE_NEWNS)
         .map_err(|e| ("entering the container's mount namespace", e))?;
     // Owned by the host's user namespace: a copy the container could not have made.
@@ -93,29 +125,10 @@ fn copy_locked(mnt: &OwnedFd, user: &OwnedFd, proc_dir: &OwnedFd) -> Result<Owne
     // Owned by the container's user namespace, copied from one the host owns: locked.
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| ("locking the container's mounts", e))?;
     nix::fcntl::openat(
-        proc_dir.as_fd(),
+        proc_dir,
         "thread-self/ns/mnt",
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| ("opening the locked mount namespace", e))
-}
-
-fn open_dir(path: &str) -> Result<OwnedFd, LaunchError> {
-    nix::fcntl::open(
-        path,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(sys_err("opening /proc"))
-}
-
-fn reap(pidfd: OwnedFd) {
-    // SAFETY: siginfo_t is plain data; waitid on our own pidfd (P_PIDFD = 3).
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        while libc::waitid(3, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) != 0
-            && nix::errno::Errno::last() == nix::errno::Errno::EINTR
-        {}
-    }
 }

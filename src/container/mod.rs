@@ -227,13 +227,15 @@ fn launch(
     let _ = parent_chan.send(&ToChild::Go, None);
     let mut master: Option<OwnedFd> = None;
     let mut notify: Option<OwnedFd> = None;
+    let mut lock_leftovers = None;
     loop {
         match parent_chan.recv::<ToParent>() {
             Ok(Some((ToParent::PtyMaster, fd))) => master = fd,
             Ok(Some((ToParent::Notify, fd))) => notify = fd,
             Ok(Some((ToParent::LockMounts, _))) => {
-                let ns = lock::locked_copy(pid)?;
+                let (ns, rest) = lock::locked_copy(pid)?;
                 let _ = parent_chan.send(&ToChild::Locked, Some(ns.as_raw_fd()));
+                lock_leftovers = Some(rest);
             }
             Ok(Some((ToParent::Failed { code, msg }, _))) => {
                 container.reap();
@@ -250,6 +252,7 @@ fn launch(
         }
     }
     drop(parent_chan);
+    drop(lock_leftovers);
     // What setup allocated is not needed while the container runs.
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };

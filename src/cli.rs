@@ -300,7 +300,10 @@ pub struct RunArgs {
 
     /// Register the container with systemd-machined: yes, no, or auto (register when machined
     /// is reachable; say so when there is a system bus but no machined; on hosts without a
-    /// system bus run unregistered quietly). Unregistered, berth makes the cgroup itself.
+    /// system bus run unregistered quietly). Unregistered on a host that systemd runs, the
+    /// container is still put in machine-NAME.scope (in --slice, with the --property
+    /// settings), started by systemd itself: machinectl does not list it, and it ends with the
+    /// container. Without systemd, or with --keep-unit, berth makes the cgroup itself.
     #[arg(long, value_name = "yes|no|auto", default_value = "auto", value_parser = parse_register)]
     pub register: crate::register::Mode,
 

@@ -1,11 +1,13 @@
 //! Where the container lives on the host: registered with systemd-machined (which puts it in
-//! machine-NAME.scope, or adopts berth's unit with --keep-unit), or in berth's own cgroup when
-//! systemd is not used (--register=no, or --register=auto without a reachable machined).
+//! machine-NAME.scope, or adopts berth's unit with --keep-unit); unregistered on a host run by
+//! systemd, in the same machine-NAME.scope started by systemd itself; or, without systemd (or
+//! with --keep-unit and --register=no), in berth's own cgroup.
 //!
-//! The launcher calls [`Placement::prepare`] before clone (so that with --register=no the
-//! container is born in its cgroup through CLONE_INTO_CGROUP), [`Placement::place`] after clone
-//! and before the child may go on, and drops the placement after the container has ended:
-//! that unregisters the machine and removes berth's cgroup.
+//! The launcher calls [`Placement::prepare`] before clone (so that where berth makes the cgroup
+//! itself the container is born in it through CLONE_INTO_CGROUP), [`Placement::place`] after
+//! clone and before the child may go on, and drops the placement after the container has
+//! ended: that unregisters the machine and removes berth's cgroup (a scope of systemd's goes
+//! away with its processes).
 
 use crate::cgroup::Cgroup;
 use crate::register::{self, Machine, Mode, Outcome};
@@ -31,21 +33,26 @@ pub struct Placement {
     registered: Option<String>,
     /// With --keep-unit: the container's cgroup below berth's unit (removed at the end).
     payload_cgroup: Option<std::path::PathBuf>,
-    /// The unit machined reported (the scope, or berth's own unit with --keep-unit).
+    /// The container's unit: the scope machined or systemd started, or berth's own unit when
+    /// registered with --keep-unit.
     pub unit: Option<String>,
 }
 
 impl Placement {
-    /// Reads the settings and, when berth will make the cgroup itself for sure
-    /// (--register=no), makes it now, limits applied.
+    /// Reads the settings and, when berth will make the cgroup itself for sure (neither
+    /// machined nor systemd will be asked), makes it now, limits applied.
     pub fn prepare(spec: &Spec, ext: &Berth) -> Result<Placement, PlaceError> {
         let settings = MachineSettings::from_spec(spec)?;
         let props = settings.parsed_properties()?;
-        // Known before clone that machined will not be used (--register=no, or auto without a
-        // system bus): the container is then born in berth's own cgroup (CLONE_INTO_CGROUP);
-        // moving it in afterwards waits for an RCU grace period, milliseconds on a busy host.
-        let own = settings.register == Mode::No
-            || (settings.register == Mode::Auto && !register::system_bus_present());
+        // Known before clone that systemd will not be asked (no system bus, or --register=no
+        // without systemd or under --keep-unit): the container is then born in berth's own
+        // cgroup (CLONE_INTO_CGROUP); moving it in afterwards waits for an RCU grace period,
+        // milliseconds on a busy host.
+        let own = match settings.register {
+            Mode::No => settings.keep_unit || !register::systemd_present(),
+            Mode::Auto => !register::system_bus_present(),
+            Mode::Yes => false,
+        };
         let cgroup = if own {
             own_cgroup(&ext.machine, &props)?
         } else {
@@ -71,7 +78,8 @@ impl Placement {
         self.born_in_cgroup = true;
     }
 
-    /// Registers the container (PID `leader` on the host) or moves it into berth's cgroup.
+    /// Registers the container (PID `leader` on the host), or has systemd put it into a scope,
+    /// or moves it into berth's cgroup.
     pub fn place(
         &mut self,
         spec: &Spec,
@@ -98,33 +106,34 @@ impl Placement {
             properties: self.settings.properties.clone(),
             kill_signal: ext.kill_signal,
         };
-        match register::register(self.settings.register, &machine)? {
+        let machined = match register::register(self.settings.register, &machine)? {
             Outcome::Registered { unit } => {
                 self.registered = Some(ext.machine.clone());
                 self.unit = Some(unit);
                 if self.settings.keep_unit {
                     self.payload_cgroup = split_unit_cgroup(leader);
                 }
+                return Ok(());
             }
-            Outcome::Unavailable(why) => {
-                if !ext.quiet {
-                    eprintln!(
-                        "berth: systemd-machined is not reachable ({why}); running {} unregistered",
-                        ext.machine
-                    );
-                }
+            Outcome::Scope { unit, machined } => {
+                self.unit = Some(unit);
+                machined
+            }
+            Outcome::Unregistered { machined } => {
                 if let Some(cg) = own_cgroup(&ext.machine, &self.settings.parsed_properties()?)? {
                     cg.attach(leader, false)?;
                     self.cgroup = Some(cg);
                 }
+                machined
             }
-            Outcome::NoBus => {
-                if let Some(cg) = own_cgroup(&ext.machine, &self.settings.parsed_properties()?)? {
-                    cg.attach(leader, false)?;
-                    self.cgroup = Some(cg);
-                }
-            }
-            Outcome::Skipped => {}
+        };
+        if let Some(why) = machined
+            && !ext.quiet
+        {
+            eprintln!(
+                "berth: systemd-machined is not reachable ({why}); running {} unregistered",
+                ext.machine
+            );
         }
         Ok(())
     }

@@ -5,6 +5,12 @@
 //! berth itself stays outside, so `machinectl kill` never hits the supervisor. With `--keep-unit`
 //! (how `berth@.service` runs): `RegisterMachine[WithNetwork]`, adopting the unit berth runs in.
 //!
+//! Unregistered (`--register=no`, or `auto` without machined) on a host run by systemd and
+//! without `--keep-unit`: as nspawn's allocate_scope, systemd itself starts the same
+//! `machine-NAME.scope` (`StartTransientUnit`, delegated, with the `--property` limits), and
+//! berth waits for that job. The cgroup berth runs in may be one where cgroup2 allows no
+//! controllers below it (a service that is not delegated): a scope of systemd's has them.
+//!
 //! Every D-Bus exchange runs in a short-lived forked helper process: zbus starts threads and
 //! allocates, and none of that may stay in the supervisor, which must hold no bus connection
 //! once registered and stay small while the container runs. The helper reports back over a
@@ -20,6 +26,8 @@ const MACHINED_PATH: &str = "/org/freedesktop/machine1";
 const MACHINED_IFACE: &str = "org.freedesktop.machine1.Manager";
 const SYSTEMD: &str = "org.freedesktop.systemd1";
 const SYSTEMD_PATH: &str = "/org/freedesktop/systemd1";
+const SYSTEMD_MANAGER: &str = "org.freedesktop.systemd1.Manager";
+const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
 
 /// `--register=yes|no|auto`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +75,8 @@ pub enum RegisterError {
     BadSlice(String),
     #[error("talking to systemd: {0}")]
     Bus(String),
+    #[error("systemd refused to start {unit} for the container: {msg}")]
+    ScopeRefused { unit: String, msg: String },
     #[error(
         "--keep-unit would register the login session {0} as the machine's unit (terminating the \
          machine would end the session); run berth from a service, or without --keep-unit"
@@ -101,24 +111,34 @@ pub struct Machine {
     pub kill_signal: Option<i32>,
 }
 
-/// The result of [`register`].
+/// The result of [`register`]. `machined`, where there is one, says why machined was not
+/// used with `--register=auto` although there is a system bus (berth says so in one line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Registered; the unit is the scope machined created, or the unit berth runs in.
     Registered { unit: String },
-    /// `--register=auto` and machined cannot be reached although there is a system bus: run
-    /// unregistered, and say so. The string says why.
-    Unavailable(String),
-    /// `--register=auto` on a host without a system bus (no systemd here): run unregistered.
-    NoBus,
-    /// `--register=no`.
-    Skipped,
+    /// Not registered; the container's PID 1 is in the transient scope `unit` that systemd
+    /// started for it.
+    Scope {
+        unit: String,
+        machined: Option<String>,
+    },
+    /// Not registered and no systemd to ask for a scope (or `--keep-unit`): berth makes the
+    /// container's cgroup itself.
+    Unregistered { machined: Option<String> },
 }
 
-/// Registers the machine per `mode`. On error nothing is left registered.
+/// Whether this host is run by systemd (sd_booted's test) and has a system bus on which to
+/// ask it for a scope.
+pub fn systemd_present() -> bool {
+    std::path::Path::new("/run/systemd/system").is_dir() && system_bus_present()
+}
+
+/// Registers the machine per `mode`, or puts it into a transient scope of systemd's where it
+/// is not registered (see the module's text). On error nothing is left registered.
 pub fn register(mode: Mode, m: &Machine) -> Result<Outcome, RegisterError> {
-    if mode == Mode::No {
-        return Ok(Outcome::Skipped);
+    if mode == Mode::No && (m.keep_unit || !systemd_present()) {
+        return Ok(Outcome::Unregistered { machined: None });
     }
     // Parse before forking: a bad --property is the caller's error, with no bus involved.
     let props = m
@@ -159,7 +179,7 @@ pub fn unregister(name: &str, wait: bool) {
         let conn =
             zbus::blocking::Connection::system().map_err(|e| RegisterError::Bus(e.to_string()))?;
         unregister_on(&conn, name)?;
-        Ok(Outcome::Skipped)
+        Ok(Outcome::Unregistered { machined: None })
     };
     if wait {
         let _ = in_helper(call);
@@ -296,7 +316,8 @@ fn to_zvalue(v: &Value) -> zbus::zvariant::Value<'static> {
     }
 }
 
-/// The scope properties nspawn sends for CreateMachine, then the user's `--property`s.
+/// The scope properties nspawn sends for CreateMachine, then the user's `--property`s (the
+/// scope systemd starts for an unregistered container gets them too).
 fn scope_properties(
     m: &Machine,
     props: &[Property],
@@ -330,49 +351,81 @@ fn scope_properties(
 }
 
 fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, RegisterError> {
-    let unreachable = |e: String| {
-        if mode == Mode::Auto {
-            Ok(Outcome::Unavailable(e))
-        } else {
-            Err(RegisterError::Unreachable(e))
-        }
-    };
     if mode == Mode::Auto && !system_bus_present() {
-        return Ok(Outcome::NoBus);
+        return Ok(Outcome::Unregistered { machined: None });
     }
     let conn = match zbus::blocking::Connection::system() {
         Ok(c) => c,
-        Err(e) => return unreachable(format!("system bus: {e}")),
+        Err(e) => {
+            let why = format!("system bus: {e}");
+            return match mode {
+                Mode::Yes => Err(RegisterError::Unreachable(why)),
+                Mode::Auto => Ok(Outcome::Unregistered {
+                    machined: Some(why),
+                }),
+                Mode::No => Ok(Outcome::Unregistered { machined: None }),
+            };
+        }
     };
     if !m.keep_unit
         && let Some(slice) = &m.slice
     {
         check_slice(&conn, slice)?;
     }
+    let machined = match mode {
+        Mode::No => None,
+        _ => match create_machine(&conn, m, props)? {
+            Ok(unit) => return Ok(Outcome::Registered { unit }),
+            Err(why) if mode == Mode::Auto => Some(why),
+            Err(why) => return Err(RegisterError::Unreachable(why)),
+        },
+    };
+    if m.keep_unit || !systemd_present() {
+        return Ok(Outcome::Unregistered { machined });
+    }
+    Ok(match start_scope(&conn, m, props)? {
+        Some(unit) => Outcome::Scope { unit, machined },
+        None => Outcome::Unregistered { machined },
+    })
+}
 
+/// Calls `f` again while systemd answers that the unit exists: a container that rebooted asks
+/// for its scope again at once, and the scope of its previous life may still be on its way
+/// out. Gives systemd two seconds.
+fn while_unit_exists<T>(mut f: impl FnMut() -> Result<T, zbus::Error>) -> Result<T, zbus::Error> {
+    let mut waits = 0;
+    loop {
+        match f() {
+            Err(e) if waits < 100 && dbus_error_name(&e).as_deref() == Some(UNIT_EXISTS) => {
+                waits += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Registers with machined. The inner error says why machined cannot be reached.
+fn create_machine(
+    conn: &zbus::blocking::Connection,
+    m: &Machine,
+    props: &[Property],
+) -> Result<Result<String, String>, RegisterError> {
     let id: Vec<u8> = if m.id == [0; 16] {
         Vec::new()
     } else {
         m.id.to_vec()
     };
     let mut retried = false;
-    // A container that rebooted registers again at once; the scope of its previous life may
-    // still be on its way out ("UnitExists"): give systemd a moment.
-    let mut unit_waits = 0;
     loop {
         // The call itself activates machined if it is not running yet.
-        match call_register(&conn, m, props, &id) {
+        match while_unit_exists(|| call_register(conn, m, props, &id)) {
             Ok(()) => break,
-            Err(e) if is_unreachable(&e) => return unreachable(dbus_error_text(&e)),
+            Err(e) if is_unreachable(&e) => return Ok(Err(dbus_error_text(&e))),
             Err(e) => {
-                let name = dbus_error_name(&e).unwrap_or_default();
-                if name == "org.freedesktop.systemd1.UnitExists" && unit_waits < 100 {
-                    unit_waits += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    continue;
-                }
-                if name == "org.freedesktop.machine1.MachineExists" {
-                    if !retried && forget_stale(&conn, &m.name) {
+                if dbus_error_name(&e).as_deref() == Some("org.freedesktop.machine1.MachineExists")
+                {
+                    if !retried && forget_stale(conn, &m.name) {
                         retried = true;
                         continue;
                     }
@@ -385,13 +438,91 @@ fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, 
             }
         }
     }
-    Ok(Outcome::Registered {
-        unit: if m.keep_unit {
-            String::new()
-        } else {
-            scope_name(&m.name)
-        },
-    })
+    Ok(Ok(if m.keep_unit {
+        String::new()
+    } else {
+        scope_name(&m.name)
+    }))
+}
+
+/// Has systemd start `machine-NAME.scope` around the container's PID 1, as nspawn's
+/// allocate_scope does when it does not register: the properties machined would give the
+/// scope, in machine.slice unless `--slice` says otherwise, collected when it ends even if it
+/// failed. Waits for the start job. None: there is no systemd on this bus.
+fn start_scope(
+    conn: &zbus::blocking::Connection,
+    m: &Machine,
+    props: &[Property],
+) -> Result<Option<String>, RegisterError> {
+    use zbus::zvariant::Value as Z;
+    let bus = |e: zbus::Error| RegisterError::Bus(e.to_string());
+    let unit = scope_name(&m.name);
+    // Listening before the call, so the job's end cannot pass unseen.
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(SYSTEMD)
+        .and_then(|b| b.path(SYSTEMD_PATH))
+        .and_then(|b| b.interface(SYSTEMD_MANAGER))
+        .and_then(|b| b.member("JobRemoved"))
+        .map_err(bus)?
+        .build();
+    let jobs = zbus::blocking::MessageIterator::for_match_rule(rule, conn, None).map_err(bus)?;
+
+    // machined's defaults for the scopes it makes, then the same properties as for those.
+    let mut sp = vec![
+        ("PIDs".to_string(), Z::from(vec![m.leader])),
+        (
+            "CollectMode".into(),
+            Z::from("inactive-or-failed".to_string()),
+        ),
+    ];
+    if m.slice.is_none() {
+        sp.push(("Slice".into(), Z::from("machine.slice".to_string())));
+    }
+    sp.extend(scope_properties(m, props));
+    let aux: Vec<(String, Vec<(String, Z<'static>)>)> = Vec::new();
+    let refused = |msg: String| RegisterError::ScopeRefused {
+        unit: unit.clone(),
+        msg,
+    };
+    let job: zbus::zvariant::OwnedObjectPath = match while_unit_exists(|| {
+        conn.call_method(
+            Some(SYSTEMD),
+            SYSTEMD_PATH,
+            Some(SYSTEMD_MANAGER),
+            "StartTransientUnit",
+            &(&unit, "fail", &sp, &aux),
+        )
+    }) {
+        Ok(reply) => reply.body().deserialize().map_err(bus)?,
+        Err(e) if is_unreachable(&e) => return Ok(None),
+        Err(e) if dbus_error_name(&e).as_deref() == Some(UNIT_EXISTS) => {
+            return Err(refused(format!(
+                "{} (is a container named {:?} running?)",
+                dbus_error_text(&e),
+                m.name
+            )));
+        }
+        Err(e) => return Err(refused(dbus_error_text(&e))),
+    };
+    for msg in jobs {
+        let msg = msg.map_err(bus)?;
+        let Ok((_, path, _, result)) =
+            msg.body()
+                .deserialize::<(u32, zbus::zvariant::OwnedObjectPath, String, String)>()
+        else {
+            continue;
+        };
+        if path == job {
+            return match result.as_str() {
+                "done" => Ok(Some(unit)),
+                other => Err(refused(format!("its start job ended with {other:?}"))),
+            };
+        }
+    }
+    Err(RegisterError::Bus(
+        "the bus connection ended before systemd's job did".into(),
+    ))
 }
 
 fn call_register(
@@ -490,7 +621,7 @@ fn check_slice(conn: &zbus::blocking::Connection, slice: &str) -> Result<(), Reg
         .call_method(
             Some(SYSTEMD),
             SYSTEMD_PATH,
-            Some("org.freedesktop.systemd1.Manager"),
+            Some(SYSTEMD_MANAGER),
             "LoadUnit",
             &(slice,),
         )

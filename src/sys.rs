@@ -217,12 +217,35 @@ pub fn mount_setattr_userns(
     recursive: bool,
     userns: Option<BorrowedFd<'_>>,
 ) -> nix::Result<()> {
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.map(|f| f.as_raw_fd() as u64).unwrap_or(0),
-    };
+    setattr(
+        tree,
+        &MountAttr {
+            attr_set: set,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.map(|f| f.as_raw_fd() as u64).unwrap_or(0),
+        },
+        recursive,
+    )
+}
+
+/// Makes a (possibly detached) mount tree a slave: a clone from open_tree is a peer of the
+/// mount it was taken from, so what is mounted below it would propagate back there; as a
+/// slave it still receives the source's new mounts but sends none.
+pub fn mount_make_slave(tree: BorrowedFd<'_>, recursive: bool) -> nix::Result<()> {
+    setattr(
+        tree,
+        &MountAttr {
+            attr_set: 0,
+            attr_clr: 0,
+            propagation: libc::MS_SLAVE,
+            userns_fd: 0,
+        },
+        recursive,
+    )
+}
+
+fn setattr(tree: BorrowedFd<'_>, attr: &MountAttr, recursive: bool) -> nix::Result<()> {
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= AT_RECURSIVE;
@@ -234,7 +257,7 @@ pub fn mount_setattr_userns(
             tree.as_raw_fd(),
             c"".as_ptr(),
             flags,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         ))?;
     }

@@ -304,3 +304,39 @@ fn the_containers_root_cannot_undo_berths_mounts() {
     }
     assert!(o.stdout.contains("tmpfs: ok"), "{o:?}");
 }
+
+/// On a host whose mounts are shared (every systemd host), nothing a container in a user
+/// namespace mounts may reach the host's mount table: not its cgroup2 on the /sys the
+/// supervisor lent it (which tucked the container's cgroup under the host's /sys/fs/cgroup and
+/// kept that cgroup from ever being removed), not a mount on a bind from the host.
+#[test]
+fn mounts_made_inside_do_not_reach_a_shared_host() {
+    let tmp = TempDir::new("ns-prop");
+    let root = busybox_copy(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let script = format!(
+        "{berth} run --register=no -q -U -M nsprop -D {root} --pipe --bind={src}:/mnt \
+         --capability=CAP_SYS_ADMIN /bin/sh -c 'mount -t tmpfs nsproptmp /mnt && echo mounted'; \
+         echo rc=$?; cat /proc/self/mountinfo",
+        berth = env!("CARGO_BIN_EXE_berth"),
+        root = root.display(),
+        src = src.display(),
+    );
+    let o = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "shared", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("mounted\nrc=0\n"),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let leaked: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("machine-nsprop") || l.contains("nsproptmp"))
+        .collect();
+    assert!(leaked.is_empty(), "mounts leaked to the host: {leaked:?}");
+}

@@ -1,4 +1,5 @@
-//! The container's cgroup when systemd does not make one (`--register=no`, or no machined):
+//! The container's cgroup when systemd does not make one (no systemd on the host, or
+//! `--register=no` with `--keep-unit`):
 //! like nspawn-cgroup.c, berth creates `machine-NAME-PID.scope` below its own cgroup in every
 //! hierarchy (cgroup2, and each v1 one on legacy/hybrid hosts), applies the `--property` limits
 //! (cgroup v2 files first, v1 files of the same meaning where the controller lives in v1), puts

@@ -75,9 +75,17 @@ fn attrs_of(options: &[String]) -> u64 {
     attrs
 }
 
+/// A detached copy of `path` (recursive or not) with the mount flags `attrs`. It is made a
+/// slave of the host's mount: a clone is the host mount's peer, and a mount the container
+/// makes below it (its systemd mounts cgroup2 on the captured /sys/fs/cgroup) would otherwise
+/// appear in the host's mount table, tucked under the host's own.
 fn clone_tree(path: &Path, recursive: bool, attrs: u64, what: &str) -> Result<OwnedFd, SetupError> {
     let tree = sys::open_tree(libc::AT_FDCWD, &cstr(path), recursive)
         .ctx(format!("capturing {what} {}", path.display()))?;
+    sys::mount_make_slave(tree.as_fd(), recursive).ctx(format!(
+        "detaching {what} {} from the host's propagation",
+        path.display()
+    ))?;
     if attrs != 0 {
         sys::mount_setattr(tree.as_fd(), attrs, recursive)
             .ctx(format!("setting mount flags on {what} {}", path.display()))?;

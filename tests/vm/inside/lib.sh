@@ -82,6 +82,9 @@ wait_exit() {
 
 registered() { machinectl show "$1" >/dev/null 2>&1; }
 
+# Whether systemd has no unit of that name (any more): a transient unit is gone once collected.
+unit_gone() { [ "$(systemctl show -p LoadState --value "$1")" = not-found ]; }
+
 # The cgroup directory of a registered machine: its unit's ControlGroup under /sys/fs/cgroup.
 # Runs in a command substitution, so call it as `cg=$(machine_cgroup NAME) || exit 1`.
 machine_cgroup() {
@@ -115,6 +118,14 @@ pids_max_events() {
 
 # cpu.stat field of a cgroup.
 cpu_stat() { awk -v k="$2" '$1 == k { print $2 }' "$1/cpu.stat"; }
+
+# Fails if the VM's mount table gained mount points since $1 (a sorted list of them).
+leaked_mounts() {
+    local now
+    now=$(cut -d' ' -f5 /proc/self/mountinfo | sort)
+    [ "$now" = "$1" ] ||
+        fail "berth's mounts leaked into the host: $(comm -13 <(echo "$1") <(echo "$now") | tr '\n' ' ')"
+}
 
 expect_eq() {  # expect_eq WHAT ACTUAL EXPECTED
     [ "$2" = "$3" ] || fail "$1 is '$2', expected '$3'"

@@ -1,13 +1,5 @@
 # berth runs a plain command on this host.
 
-# Fails if the VM's mount table gained mount points since $1 (a sorted list of them).
-leaked_mounts() {
-    local now
-    now=$(cut -d' ' -f5 /proc/self/mountinfo | sort)
-    [ "$now" = "$1" ] ||
-        fail "berth's mounts leaked into the host: $(comm -13 <(echo "$1") <(echo "$now") | tr '\n' ' ')"
-}
-
 test_berth_run_basic() {
     local out rc before
     # systemd mounts / shared: nothing berth mounts for the container may show up here.

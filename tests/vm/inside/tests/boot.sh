@@ -24,11 +24,13 @@ test_boot_delegated_subtree() {
     expect_eq "berth's exit status after poweroff" "$EXIT_STATUS" 0
 }
 
-# The same without machined (--register=no): berth's own cgroup on pure v2, delegated to the
-# container's systemd, which builds its tree below it; SIGTERM halts the container, berth
-# exits 0 and removes the cgroup.
+# The same without machined (--register=no): systemd starts machine-NAME.scope for the
+# container (delegated), whose systemd builds its tree below it; SIGTERM halts the container,
+# berth exits 0, and the scope and its cgroup go away with the container: nothing is left,
+# neither there nor below berth's own unit (berth-vm-tests.service), nor in the mount table.
 test_boot_register_no() {
-    local name=vmbootnoreg init cg
+    local name=vmbootnoreg unit=machine-vmbootnoreg.scope init cg left before
+    before=$(cut -d' ' -f5 /proc/self/mountinfo | sort)
     berth_bg "$name" /run/berth-vm/$name.out -b --register=no -D "$DEBIAN" --pipe
     # (the children file has no newline: read reports EOF even when it read the PID)
     wait_for 60 "the container's init (a child of berth $BG_PID)" \
@@ -39,11 +41,17 @@ test_boot_register_no() {
         eval "grep -q '^0::/.*/init.scope$' /proc/$init/cgroup"
     cg=/sys/fs/cgroup$(sed -n 's|^0::\(.*\)/init.scope$|\1|p' "/proc/$init/cgroup")
     note "container cgroup $cg"
+    expect_eq "the cgroup of $unit" "/sys/fs/cgroup$(systemctl show -p ControlGroup --value "$unit")" "$cg"
     wait_for 180 "the container's systemd to create $cg/system.slice" test -d "$cg/system.slice"
     ! registered "$name" || fail "machine $name is registered despite --register=no"
     kill -TERM "$BG_PID"
     wait_exit "$BG_PID" 120
     expect_eq "berth's exit status after SIGTERM (halt)" "$EXIT_STATUS" 0
-    sleep 2
-    [ ! -e "$cg" ] || fail "berth left the container's cgroup $cg behind: $(cd "$cg" && find . -mindepth 1 -type d | head -n 5 | tr '\n' ' ')procs: $(cat "$cg/cgroup.procs" | tr '\n' ' ')"
+    wait_for 10 "$unit to go away" unit_gone "$unit"
+    [ ! -e "$cg" ] || fail "the container's cgroup $cg is left behind: $(cd "$cg" && find . -mindepth 1 -type d | head -n 5 | tr '\n' ' ')procs: $(cat "$cg/cgroup.procs" | tr '\n' ' ')"
+    left=$(find /sys/fs/cgroup -name "machine-$name*" 2>/dev/null)
+    [ -z "$left" ] || fail "cgroups left behind: $left"
+    # The container's systemd mounted cgroup2 on the /sys berth lent it: that must not have
+    # reached this host (tucked under /sys/fs/cgroup, it pinned the cgroup above).
+    leaked_mounts "$before"
 }

@@ -101,19 +101,12 @@ fn setup_and_exec(
         mount::mount_cgroup(spec)?;
     }
     mount::seal(spec)?;
-    if has_ns(spec, LinuxNamespaceType::User) {
-        // Mounts made inside our own user namespace are not locked: have the supervisor
-        // make a copy in which they are, and move into it (lock.rs).
+    let userns = has_ns(spec, LinuxNamespaceType::User);
+    if userns {
+        // Mounts made inside our own user namespace are not locked: the supervisor makes a
+        // copy in which they are (lock.rs), while we go on with what needs no file system.
         chan.send(&ToParent::LockMounts, None)
             .ctx("asking the supervisor to lock the mounts")?;
-        match chan.recv::<ToChild>() {
-            Ok(Some((ToChild::Locked, Some(ns)))) => {
-                nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)
-                    .ctx("joining the locked mount namespace")?;
-                nix::unistd::chdir("/").ctx("chdir /")?;
-            }
-            _ => return Err(SetupError::msg("the supervisor went away").into()),
-        }
     }
     if let Some(h) = spec.hostname() {
         nix::unistd::sethostname(h).ctx("setting the hostname")?;
@@ -127,6 +120,18 @@ fn setup_and_exec(
         let master = console::open_in_container()?;
         chan.send(&ToParent::PtyMaster, Some(master.as_raw_fd()))
             .ctx("passing the console to the supervisor")?;
+    }
+
+    if userns {
+        // Before the stub forks and before seccomp, which may deny setns.
+        match chan.recv::<ToChild>() {
+            Ok(Some((ToChild::Locked, Some(ns)))) => {
+                nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)
+                    .ctx("joining the locked mount namespace")?;
+                nix::unistd::chdir("/").ctx("chdir /")?;
+            }
+            _ => return Err(SetupError::msg("the supervisor went away").into()),
+        }
     }
 
     if ext.as_pid2 {

@@ -41,8 +41,18 @@ pub enum Command {
     #[command(name = "import-oci")]
     ImportOci(ImportOciArgs),
     /// List the images in the store.
+    ///
+    /// Directory trees (TYPE tar or oci for imported ones, directory for the others, SIZE the
+    /// bytes of file content imported) and the raw disk images machinectl keeps there as
+    /// NAME.raw (TYPE raw, SIZE the file's size), which berth does not run: berth run -M NAME
+    /// on one points to systemd-nspawn -i.
     Images(ImagesArgs),
     /// Remove images from the store.
+    ///
+    /// An image a running container uses is refused, as machinectl remove refuses it: berth run
+    /// holds a lock on its tree while the container runs (the lock systemd-nspawn and
+    /// machinectl take too, in /run/systemd/nspawn/locks/). Raw disk images (NAME.raw) are
+    /// removed like trees.
     Remove(RemoveArgs),
     /// Print a shell completion script (bash, zsh or fish) on standard output.
     ///
@@ -113,7 +123,7 @@ fn run_after_long_help() -> String {
 
 #[derive(Debug, Args)]
 pub struct ImportCommon {
-    /// Replace an existing image of the same name.
+    /// Replace an existing image of the same name (not one a running container uses).
     #[arg(long)]
     pub force: bool,
 

@@ -69,6 +69,11 @@ fn run(cli: cli::Cli) -> anyhow::Result<u8> {
             if let Some(img) = &image {
                 image::run::apply(img, &mut spec, &args)?;
             }
+            // held while the container runs: `berth remove` (and machinectl's) refuse the tree
+            let _tree_lock = match spec.root() {
+                Some(r) => image::lock::for_run(r.path())?,
+                None => None,
+            };
             Ok(container::run(&spec)?)
         }
         cli::Command::Completion(args) => {

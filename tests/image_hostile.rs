@@ -629,3 +629,57 @@ fn h36_missing_inputs() {
         "the input is a directory",
     );
 }
+
+#[test]
+fn h37_duplicate_json_keys() {
+    // serde_json keeps the last of duplicated keys, Go's encoding/json too, other parsers the
+    // first: a document with a key twice means different images to different tools
+    let r = Rig::new();
+    let o = Oci::new(r.input("layout"));
+    let (l, diff) = o.layer(&TarW::new().file("a", b"x", 0o644).finish(), MT_LAYER_TAR);
+    let (l2, _) = o.layer(&TarW::new().file("b", b"y", 0o644).finish(), MT_LAYER_TAR);
+    let c = o.config(&[diff.clone()], serde_json::json!({}));
+    let m = o.manifest(&c, &[l.clone()]);
+
+    // index.json: a descriptor with two "digest" (the unescaped names are what count)
+    let idx = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{MT_MANIFEST}","digest":"{}","size":{},"dig\u0065st":"{}"}}]}}"#,
+        sha256(b"decoy"),
+        m.size,
+        m.digest
+    );
+    std::fs::write(o.dir.join("index.json"), idx).unwrap();
+    let e = r.fails(
+        &["import-oci", o.path(), "img"],
+        "index index.json: duplicate key \"digest\"",
+    );
+    assert!(e.contains("ambiguous document"), "{e}");
+
+    // a manifest with two "layers"
+    let man = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{MT_MANIFEST}","config":{},"layers":[{}],"layers":[{}]}}"#,
+        c.json(),
+        l.json(),
+        l2.json()
+    );
+    let md = o.blob(MT_MANIFEST, man.as_bytes());
+    o.index(&[(md.clone(), None)]);
+    r.fails(
+        &["import-oci", o.path(), "img"],
+        &format!("manifest {}: duplicate key \"layers\"", md.digest),
+    );
+
+    // a config with two "diff_ids" in rootfs
+    let cfg = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff}"],"diff_ids":["{}"]}}}}"#,
+        sha256(b"other")
+    );
+    let cd = o.blob(MT_CONFIG, cfg.as_bytes());
+    let md = o.manifest(&cd, &[l.clone()]);
+    o.index(&[(md, None)]);
+    r.fails(
+        &["import-oci", o.path(), "img"],
+        &format!("config {}: duplicate key \"diff_ids\"", cd.digest),
+    );
+    r.assert_store_empty();
+}

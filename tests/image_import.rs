@@ -464,3 +464,70 @@ fn images_in_the_default_store_are_what_machined_reads() {
             .exists()
     );
 }
+
+#[test]
+fn raw_disk_images_are_listed_not_run() {
+    // machinectl keeps NAME.raw disk images in the store: listed (type raw, the file's size),
+    // refused by run -M with a pointer to systemd-nspawn -i, removable
+    let r = Rig::new();
+    let t = TarW::new().file("a", b"x", 0o644).finish();
+    let p = r.input("r.tar");
+    std::fs::write(&p, t).unwrap();
+    r.ok(&["import-tar", p.to_str().unwrap(), "dir"]);
+    let raw = r.store().join("disk.raw");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(3 << 20)
+        .unwrap();
+    // a file that is not NAME.raw, and a .raw that is not a regular file, are not images
+    std::fs::write(r.store().join("notes.txt"), "x").unwrap();
+    std::fs::create_dir(r.store().join("odd.raw")).unwrap();
+
+    let o = r.berth(&["images", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows: Vec<(&str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap(), i["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        [("dir", "tar"), ("disk", "raw"), ("odd.raw", "directory")]
+    );
+    assert_eq!(list[1]["size"], 3 << 20);
+    assert_eq!(list[1]["read_only"], false);
+    let table = String::from_utf8(r.berth(&["images"]).stdout).unwrap();
+    let row = table.lines().find(|l| l.starts_with("disk ")).unwrap();
+    assert!(row.contains("3.0M") && row.ends_with("raw"), "{table}");
+    // read-only as machinectl sees it: no write bit
+    std::fs::set_permissions(&raw, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let o = r.berth(&["images", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[1]["read_only"], true);
+
+    let o = r.berth(&["run", "-M", "disk", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!(
+            "berth: image disk is a raw disk image ({}): raw disk images are not supported; use systemd-nspawn -i\n",
+            raw.display()
+        )
+    );
+    // the name is taken: an import of the same name is refused, even with --force
+    let o = r.berth(&["import-tar", "--force", p.to_str().unwrap(), "disk"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("image disk exists as a raw disk image (disk.raw): remove it first"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    r.ok(&["remove", "disk"]);
+    assert!(!raw.exists());
+    std::fs::remove_dir(r.store().join("odd.raw")).unwrap();
+    std::fs::remove_file(r.store().join("notes.txt")).unwrap();
+    r.ok(&["remove", "dir"]);
+    r.assert_store_empty();
+}

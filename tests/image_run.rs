@@ -228,3 +228,78 @@ fn stored_image_runs_with_a_user_namespace_from_a_0700_store() {
     assert_eq!(code, 0, "{err}");
     assert!(!r.image("bb").join("srv/ephemeral").exists());
 }
+
+#[test]
+fn remove_refuses_an_image_a_running_container_uses() {
+    let r = rig_with_image();
+    let mut child = Command::new(BERTH)
+        .arg("--store")
+        .arg(r.store())
+        .args([
+            "run",
+            "--pipe",
+            "-M",
+            "bb",
+            // PID 1 ends on the image's StopSignal (SIGINT), which berth sends on SIGTERM
+            "trap 'exit 0' INT TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stdout = child.stdout.take().unwrap();
+    let mut child = Reap(child);
+    let mut buf = [0u8; 6];
+    stdout.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+
+    let busy = "image bb is in use by a running container (or by another removal or import)";
+    let o = r.berth(&["remove", "bb"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!("berth: removing bb: {busy}\n")
+    );
+    // the tree and its metadata are intact, and the image is still listed
+    assert!(r.image("bb").join("bin/busybox").exists());
+    assert!(r.store().join(".berth/bb.json").exists());
+    let list = String::from_utf8(r.berth(&["images"]).stdout).unwrap();
+    assert!(list.lines().any(|l| l.starts_with("bb ")), "{list}");
+    // --force may not replace it either (refused before any work)
+    let layout = r.input("busybox-oci");
+    let o = r.berth(&[
+        "import-oci",
+        "--force",
+        &format!("{}:latest", layout.display()),
+        "bb",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(busy),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(r.image("bb").join("bin/busybox").exists());
+
+    // once the container has ended, remove works
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "container did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r.ok(&["remove", "bb"]);
+    r.assert_store_empty();
+}

@@ -132,9 +132,16 @@ pub const FILES: &[Block] = &[
         "`/var/lib/machines/`",
         "The default image store: one directory tree per image, berth's metadata in \
          .berth/, and imports in progress in hidden directories whose names start with \
-         .#berth-import-.",
+         .#berth-import-. Raw disk images (*NAME*.raw) there are listed, not run.",
     )
     .needs(&["--store"]),
+    item(
+        "`/run/systemd/nspawn/locks/`",
+        "Locks on image trees by device and inode, shared with `systemd-nspawn`(1) and \
+         `machinectl`(1): `berth run` holds one on its tree while the container runs, and \
+         `berth remove` and `import --force` refuse an image whose lock is held.",
+    )
+    .needs(&["remove"]),
     item(
         "`/run/berth/seccomp/`",
         "A cache of compiled seccomp filters, keyed by the filter's content; it is rebuilt \

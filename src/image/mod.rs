@@ -16,6 +16,7 @@ pub mod decompress;
 pub mod digest;
 pub mod import;
 pub mod layer;
+pub mod lock;
 pub mod oci;
 pub mod pipe;
 pub mod progress;
@@ -111,6 +112,8 @@ pub enum ImageError {
     Exists(String),
     #[error("no image {0} in the store")]
     NotFound(String),
+    #[error("image {0} is in use by a running container (or by another removal or import)")]
+    Busy(String),
 }
 
 pub type Result<T> = std::result::Result<T, ImageError>;

@@ -373,10 +373,88 @@ fn parse_json<T: serde::de::DeserializeOwned>(
             "{what} {name}: NUL byte in a JSON document"
         )));
     }
-    let v: serde_json::Value = serde_json::from_slice(buf)
-        .map_err(|e| ImageError::invalid(format!("{what} {name}: invalid JSON: {e}")))?;
+    let v = serde_json::from_slice::<Strict>(buf)
+        .map_err(|e| {
+            if e.is_data() {
+                // a duplicate key: the only data error Strict raises
+                ImageError::invalid(format!("{what} {name}: {e} (an ambiguous document)"))
+            } else {
+                ImageError::invalid(format!("{what} {name}: invalid JSON: {e}"))
+            }
+        })?
+        .0;
     let t = T::deserialize(&v).map_err(|e| ImageError::invalid(format!("{what} {name}: {e}")))?;
     Ok((t, v))
+}
+
+/// A JSON value whose objects have no duplicate names. serde_json keeps the last of duplicated
+/// keys while other parsers keep the first, so a document with `"digest"` twice means different
+/// things to different tools (a known confusion attack); the spec forbids duplicates (I-JSON).
+struct Strict(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut a: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut v = Vec::new();
+        while let Some(Strict(e)) = a.next_element()? {
+            v.push(e);
+        }
+        Ok(v.into())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut a: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut m = serde_json::Map::new();
+        // keys compare after unescaping: "dig\u0065st" is "digest"
+        while let Some(k) = a.next_key::<String>()? {
+            if m.contains_key(&k) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key {:?}",
+                    truncate(&k, 64)
+                )));
+            }
+            let Strict(v) = a.next_value()?;
+            m.insert(k, v);
+        }
+        Ok(m.into())
+    }
 }
 
 /// The host's platform: (os, architecture) and the acceptable variants, best first.
@@ -693,4 +771,43 @@ fn select(layout: &Layout, desc: &Descriptor, depth: usize, limits: &Limits) -> 
             avail.join(", ")
         ))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<serde_json::Value> {
+        parse_json::<serde_json::Value>(s.as_bytes(), "manifest", "m").map(|(v, _)| v)
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let v = parse(r#"{"a":[1,2.5,{"b":null}],"c":{"d":true,"e":"x"},"f":-3}"#).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"a":[1,2.5,{"b":null}],"c":{"d":true,"e":"x"},"f":-3})
+        );
+        for (doc, key) in [
+            (r#"{"digest":"a","digest":"b"}"#, "digest"),
+            (r#"{"x":[{"layers":[],"layers":[]}]}"#, "layers"),
+            // compared unescaped
+            (r#"{"size":1,"si\u007ae":2}"#, "size"),
+        ] {
+            let e = parse(doc).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("manifest m: duplicate key \"{key}\"")),
+                "{e}"
+            );
+            assert!(e.ends_with("(an ambiguous document)"), "{e}");
+        }
+        // the same name in different objects is fine
+        parse(r#"{"a":{"k":1},"b":{"k":2}}"#).unwrap();
+        assert!(
+            parse(r#"{"a":1,"#)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid JSON")
+        );
+    }
 }

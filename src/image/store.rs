@@ -10,11 +10,12 @@
 //! `read-only` does for directory images (recorded in the metadata too, for file systems
 //! without the flag).
 
+use super::lock;
 use super::root::{self, Root};
 use super::{ImageError, Result};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags, open, openat, renameat2};
-use nix::sys::stat::{Mode, fstatat, mkdirat};
+use nix::sys::stat::{FileStat, Mode, fstatat, mkdirat};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Write;
@@ -25,6 +26,11 @@ pub const DEFAULT_STORE: &str = "/var/lib/machines";
 const META_DIR: &str = ".berth";
 const TMP_PREFIX: &str = ".#berth-import-";
 const DEL_PREFIX: &str = ".#berth-remove-";
+const RAW_SUFFIX: &str = ".raw";
+
+fn is_reg(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Metadata {
@@ -143,6 +149,8 @@ pub struct Pending<'s> {
     tmp: String,
     lock: Option<File>,
     root: Option<Root>,
+    /// The lock on the image a `--force` import replaced, held until its tree is deleted.
+    replaced: Option<lock::ImageLock>,
 }
 
 impl Store {
@@ -199,6 +207,28 @@ impl Store {
         }
     }
 
+    /// The stat of directory image `name`, None if there is no such directory.
+    fn dir_stat(&self, name: &str) -> Result<Option<FileStat>> {
+        match fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if root::is_dir(&st) => Ok(Some(st)),
+            Ok(_) | Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(ioerr(format!("looking up {name}"), e)),
+        }
+    }
+
+    /// The stat of raw disk image `name` (the regular file NAME.raw), as machinectl keeps them.
+    fn raw(&self, name: &str) -> Result<Option<FileStat>> {
+        match fstatat(
+            self.fd.as_fd(),
+            format!("{name}{RAW_SUFFIX}").as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) if is_reg(&st) => Ok(Some(st)),
+            Ok(_) | Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(ioerr(format!("looking up {name}{RAW_SUFFIX}"), e)),
+        }
+    }
+
     /// Removes temporaries left by dead importers (their lock can be taken). Call with the
     /// store lock held.
     fn clean_stale(&self) -> Result<()> {
@@ -207,6 +237,10 @@ impl Store {
             let Ok(n) = std::str::from_utf8(n) else {
                 continue;
             };
+            if n.ends_with(".lck") {
+                // an image's lock file (lock.rs), never a temporary
+                continue;
+            }
             if n.starts_with(DEL_PREFIX) {
                 let _ = root::remove_at(self.fd.as_fd(), n.as_bytes());
                 continue;
@@ -268,8 +302,17 @@ impl Store {
     /// temporaries, creates the locked temporary tree.
     pub fn begin(&self, name: &str, force: bool) -> Result<Pending<'_>> {
         validate_name(name)?;
+        if self.raw(name)?.is_some() {
+            return Err(ImageError::invalid(format!(
+                "image {name} exists as a raw disk image ({name}.raw): remove it first"
+            )));
+        }
         if !force && self.exists(name)? {
             return Err(ImageError::Exists(name.to_string()));
+        }
+        if force && let Some(st) = self.dir_stat(name)? {
+            // fail before the work, not after it: a running container keeps its tree
+            drop(lock::exclusive(self.fd.as_fd(), name, name, &st)?);
         }
         let _guard = self.store_lock()?;
         self.clean_stale()?;
@@ -289,6 +332,7 @@ impl Store {
             tmp: tmp.clone(),
             lock: Some(lock),
             root: None,
+            replaced: None,
         };
         mkdirat(
             self.fd.as_fd(),
@@ -345,13 +389,15 @@ impl Store {
         serde_json::from_slice(&s).ok()
     }
 
-    /// The images: every plain directory in the store not starting with a dot.
+    /// The images: every plain directory in the store not starting with a dot, and the raw
+    /// disk images (NAME.raw) machinectl keeps there too.
     pub fn list(&self) -> Result<Vec<ImageInfo>> {
         {
             let _guard = self.store_lock()?;
             self.clean_stale()?;
         }
         let mut out = Vec::new();
+        let mut raws = Vec::new();
         let mut names =
             root::list_dir(self.fd.as_fd()).map_err(|e| ioerr("listing the store", e))?;
         names.sort();
@@ -365,6 +411,13 @@ impl Store {
             let Ok(st) = fstatat(self.fd.as_fd(), n.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
                 continue;
             };
+            if is_reg(&st)
+                && let Some(stem) = n.strip_suffix(RAW_SUFFIX)
+                && validate_name(stem).is_ok()
+            {
+                raws.push((stem.to_string(), st));
+                continue;
+            }
             if !root::is_dir(&st) {
                 continue;
             }
@@ -387,6 +440,32 @@ impl Store {
                 name: n,
             });
         }
+        // raw disk images (machinectl's NAME.raw), listed so they are not hidden, although
+        // berth cannot run them; a directory of the same name is the image -M NAME runs
+        for (name, st) in raws {
+            if out.iter().any(|i| i.name == name) {
+                continue;
+            }
+            let immutable = openat(
+                self.fd.as_fd(),
+                format!("{name}{RAW_SUFFIX}").as_str(),
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+            .and_then(|fd| root::get_flags(fd.as_fd()))
+            .is_some_and(|f| f & root::FS_IMMUTABLE_FL != 0);
+            out.push(ImageInfo {
+                name,
+                kind: "raw".into(),
+                source: String::new(),
+                size: Some(st.st_size as u64),
+                created: Some(st.st_mtime as u64),
+                // as machinectl: no write bit, or the immutable flag
+                read_only: immutable || st.st_mode & 0o222 == 0,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
@@ -399,6 +478,10 @@ impl Store {
                 "{}/{name} is not a directory",
                 self.path.display()
             ))),
+            Err(Errno::ENOENT) if self.raw(name)?.is_some() => Err(ImageError::invalid(format!(
+                "image {name} is a raw disk image ({}): raw disk images are not supported; use systemd-nspawn -i",
+                self.path.join(format!("{name}{RAW_SUFFIX}")).display()
+            ))),
             Err(Errno::ENOENT) => Err(ImageError::NotFound(name.to_string())),
             Err(e) => Err(ioerr(format!("looking up {name}"), e)),
         }
@@ -407,7 +490,24 @@ impl Store {
     /// Removes an image (read-only ones too, as machinectl does): renamed away atomically
     /// first, then deleted; its metadata goes with it.
     pub fn remove(&self, name: &str) -> Result<()> {
-        self.lookup(name)?;
+        validate_name(name)?;
+        let Some(st) = self.dir_stat(name)? else {
+            if let Some(st) = self.raw(name)? {
+                return self.remove_raw(name, &st);
+            }
+            // the error lookup gives (not found, not a directory)
+            self.lookup(name)?;
+            return Err(ImageError::NotFound(name.to_string()));
+        };
+        // refused while a container runs it (berth run, nspawn, machinectl hold the lock)
+        let _lock = lock::exclusive(self.fd.as_fd(), name, name, &st)?;
+        // the name must still be the tree that was locked
+        if self
+            .dir_stat(name)?
+            .is_none_or(|now| now.st_ino != st.st_ino)
+        {
+            return Err(ImageError::Busy(name.to_string()));
+        }
         let del = format!("{DEL_PREFIX}{name}-{}", random_suffix());
         if let Ok(fd) = openat(
             self.fd.as_fd(),
@@ -432,6 +532,30 @@ impl Store {
         );
         root::remove_at(self.fd.as_fd(), del.as_bytes())
             .map_err(|e| ioerr(format!("removing {name}"), e))
+    }
+
+    /// Removes raw disk image NAME.raw, as `machinectl remove` does (unless something holds
+    /// its lock: a machine running it).
+    fn remove_raw(&self, name: &str, st: &FileStat) -> Result<()> {
+        let file = format!("{name}{RAW_SUFFIX}");
+        let _lock = lock::exclusive(self.fd.as_fd(), &file, name, st)?;
+        if self.raw(name)?.is_none_or(|now| now.st_ino != st.st_ino) {
+            return Err(ImageError::Busy(name.to_string()));
+        }
+        if let Ok(fd) = openat(
+            self.fd.as_fd(),
+            file.as_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            root::clear_immutable(fd.as_fd());
+        }
+        nix::unistd::unlinkat(
+            self.fd.as_fd(),
+            file.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        )
+        .map_err(|e| ioerr(format!("removing {file}"), e))
     }
 }
 
@@ -459,6 +583,11 @@ impl Pending<'_> {
         match r {
             Ok(()) => {}
             Err(Errno::EEXIST) if force => {
+                // not under a running container: the old tree stays locked until deleted
+                if let Some(st) = s.dir_stat(&self.name)? {
+                    self.replaced =
+                        Some(lock::exclusive(s.fd.as_fd(), &self.name, &self.name, &st)?);
+                }
                 if let Ok(fd) = openat(
                     s.fd.as_fd(),
                     self.name.as_str(),
@@ -504,6 +633,7 @@ impl Drop for Pending<'_> {
             format!("{}.lock", self.tmp).as_str(),
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         );
+        drop(self.replaced.take());
         drop(self.lock.take());
     }
 }

@@ -4,17 +4,26 @@
 # layout and `tar -xzf` of the same layer blob, in the same run, on a warm page cache.
 # berth runs with --sync=no (tar and umoci do not sync either) and, as "berth+sync", with the
 # default syncfs before publishing. Reports wall time, CPU time and peak RSS (median of N runs) and the ratios; never asserts.
+# Every measurement writes into a directory of its own and nothing is deleted until all runs are
+# done: on ext4 without a journal (this VM's root file system) the kernel skips inodes freed in
+# the last 60-360 s on each allocation, so a tool run right after another tool's tree was deleted
+# pays for that deletion (several seconds per 10k inodes, growing run after run). Deleting
+# between measurements made the figures depend on the order of the tools, not on the tools.
+# The final clean-up deletes every tree: on such a file system wait a few minutes before the next
+# invocation.
 #
 # Usage: tests/bench/import.sh BERTH [ROOTFS.tar[.gz|.zst|.xz] | DIR] [RUNS]
 #   default rootfs: the Debian tarball from images/debian/build if that script exists,
 #   else /usr packed as the layer (the report says which).
-# BERTH_BENCH_DIR (default /var/tmp) holds the layout and every output tree: /dev/shm compares
-# CPU efficiency without the disk. Raw per-run figures go to stderr.
+# BERTH_BENCH_BEFORE=OTHER_BERTH adds rows "before" and "before+sync" for another build, to compare
+# two builds in one invocation. BERTH_BENCH_DIR (default /var/tmp) holds the layout and every
+# output tree: /dev/shm compares CPU efficiency without the disk. Raw per-run figures go to stderr.
 # Needs root, umoci, GNU time (/usr/bin/time), gzip, sha256sum, bc.
 set -euo pipefail
 berth=$(realpath "${1:?usage: $0 BERTH [ROOTFS] [RUNS]}")
 src=${2:-}
 runs=${3:-3}
+before=${BERTH_BENCH_BEFORE:+$(realpath "$BERTH_BENCH_BEFORE")}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "bench: must run as root" >&2; exit 1; }
 for t in umoci /usr/bin/time gzip sha256sum; do
@@ -22,6 +31,7 @@ for t in umoci /usr/bin/time gzip sha256sum; do
 done
 
 w=$(mktemp -d "${BERTH_BENCH_DIR:-/var/tmp}/berth-bench.XXXXXX")
+fs=$(findmnt -no FSTYPE,SOURCE -T "$w" | tr -s ' ')
 cleanup() { chattr -R -i "$w" 2>/dev/null || true; rm -rf "$w"; }
 trap cleanup EXIT
 
@@ -82,29 +92,39 @@ measure() { # NAME CMD... ; appends "name wall user+sys maxrss_kb" to $w/results
 }
 
 : > "$w/results"
+o=$w/out
+mkdir "$o"
 for i in $(seq "$runs"); do
     echo "bench: run $i/$runs" >&2
-    mkdir "$w/tarx"
-    measure tar tar -xzf "$gzfile" -C "$w/tarx"
-    rm -rf "$w/tarx"
-    measure umoci umoci unpack --image "$L:latest" "$w/bundle"
-    rm -rf "$w/bundle"
-    measure berth "$berth" --store "$w/store" import-oci -q --sync=no "$L:latest" img
-    "$berth" --store "$w/store" remove img
-    measure berth+sync "$berth" --store "$w/store" import-oci -q "$L:latest" img
-    "$berth" --store "$w/store" remove img
+    mkdir "$o/tar-$i"
+    measure tar tar -xzf "$gzfile" -C "$o/tar-$i"
+    measure umoci umoci unpack --image "$L:latest" "$o/umoci-$i"
+    measure berth "$berth" --store "$o/berth-$i" import-oci -q --sync=no "$L:latest" img
+    measure berth+sync "$berth" --store "$o/berth-sync-$i" import-oci -q "$L:latest" img
+    if [ -n "$before" ]; then
+        measure before "$before" --store "$o/before-$i" import-oci -q --sync=no "$L:latest" img
+        measure before+sync "$before" --store "$o/before-sync-$i" import-oci -q "$L:latest" img
+    fi
 done
 
 sed 's/^/bench: raw /' "$w/results" >&2
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 col() { awk -v n="$1" -v c="$2" '$1==n {print $c}' "$w/results" | median; }
 printf '\nimport benchmark: %s\n' "$what"
+printf 'output on %s (%s)\n' "$w" "$fs"
 printf 'layer: %.1f MiB gzip, %.1f MiB uncompressed; median of %s runs, warm cache, %s CPUs\n\n' \
     "$(echo "$ls/1048576" | bc -l)" "$(echo "$usize/1048576" | bc -l)" "$runs" "$(nproc)"
-printf '%-8s %10s %10s %12s\n' tool wall_s cpu_s peak_rss_MiB
-for n in tar umoci berth berth+sync; do
-    printf '%-8s %10.2f %10.2f %12.1f\n' "$n" "$(col $n 2)" "$(col $n 3)" "$(echo "$(col $n 4)/1024" | bc -l)"
+printf '%-12s %10s %10s %12s\n' tool wall_s cpu_s peak_rss_MiB
+for n in tar umoci berth berth+sync ${before:+before before+sync}; do
+    printf '%-12s %10.2f %10.2f %12.1f\n' "$n" "$(col $n 2)" "$(col $n 3)" "$(echo "$(col $n 4)/1024" | bc -l)"
 done
 bt=$(col berth 2); tt=$(col tar 2); ut=$(col umoci 2)
 printf '\nberth / tar -xzf:     %.2fx  (target <= 1.0)\n' "$(echo "$bt/$tt" | bc -l)"
 printf 'berth / umoci unpack: %.2fx  (target <= 0.5)\n' "$(echo "$bt/$ut" | bc -l)"
+ratios() { # ROW NOTE
+    local x; x=$(col "$1" 2)
+    printf '%s / tar -xzf: %.2fx, / umoci unpack: %.2fx%s\n' "$1" \
+        "$(echo "$x/$tt" | bc -l)" "$(echo "$x/$ut" | bc -l)" "$2"
+}
+ratios berth+sync '  (tar and umoci do not sync)'
+if [ -n "$before" ]; then ratios before ''; ratios before+sync ''; fi

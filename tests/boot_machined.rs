@@ -271,10 +271,17 @@ fn unit_template_boots_and_stops_cleanly() {
         "{}",
         rig_sh(&format!("journalctl -u berth@{n} -o cat | tail -30")).1
     );
-    let journal = rig_ok(&format!("journalctl -u berth@{n} -o cat"));
+    // The console's last lines reach journald through berth's stdout stream, which journald
+    // may read after the unit is already stopped: wait for them.
+    let mut journal = String::new();
+    let halted = eventually(20, || {
+        journal = rig_sh(&format!("journalctl -u berth@{n} -o cat")).1;
+        journal.contains("Halting system") || journal.contains("System Halt")
+    });
     assert!(
-        journal.contains("Halting system") || journal.contains("System Halt"),
-        "{journal}"
+        halted,
+        "{journal}\nall of the journal's last lines:\n{}",
+        rig_sh("journalctl -o short-precise | tail -40").1
     );
     rig_ok(&format!("rm -f /var/lib/machines/{n}"));
     let _ = std::fs::remove_dir_all(&root);

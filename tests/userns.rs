@@ -340,3 +340,20 @@ fn mounts_made_inside_do_not_reach_a_shared_host() {
         .collect();
     assert!(leaked.is_empty(), "mounts leaked to the host: {leaked:?}");
 }
+
+/// The console is a pty bound onto /dev/console, and in a user namespace that bind is made
+/// before the mounts are locked (src/container/lock.rs), so it is in the container's view.
+#[test]
+fn console_is_the_containers_pty_in_a_user_namespace() {
+    let tmp = TempDir::new("ns-console");
+    let root = busybox_copy(tmp.path());
+    let o = run_in(
+        &root,
+        &["-U", "--console=read-only"],
+        "grep -c ' /dev/console ' /proc/self/mountinfo; [ -c /dev/console ] && \
+         echo via-console > /dev/console",
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.starts_with("1\r\n"), "{o:?}");
+    assert!(o.stdout.contains("via-console"), "{o:?}");
+}

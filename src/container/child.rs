@@ -59,6 +59,11 @@ fn setup_and_exec(
     chan: &Channel,
     mut captured: mount::Captured,
 ) -> Result<Never, Failure> {
+    // A signal for a PID 1 that has no handler for it is dropped when it is sent, unless it
+    // is blocked. machinectl may signal the leader as soon as it is registered, before the
+    // --as-pid2 stub has its handlers: keep everything pending until the stub or the payload
+    // (which starts with an empty mask) takes over.
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), None).ctx("blocking signals")?;
     // Our supervisor dying must take the whole container with it.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -101,13 +106,6 @@ fn setup_and_exec(
         mount::mount_cgroup(spec)?;
     }
     mount::seal(spec)?;
-    let userns = has_ns(spec, LinuxNamespaceType::User);
-    if userns {
-        // Mounts made inside our own user namespace are not locked: the supervisor makes a
-        // copy in which they are (lock.rs), while we go on with what needs no file system.
-        chan.send(&ToParent::LockMounts, None)
-            .ctx("asking the supervisor to lock the mounts")?;
-    }
     if let Some(h) = spec.hostname() {
         nix::unistd::sethostname(h).ctx("setting the hostname")?;
     }
@@ -122,8 +120,12 @@ fn setup_and_exec(
             .ctx("passing the console to the supervisor")?;
     }
 
-    if userns {
-        // Before the stub forks and before seccomp, which may deny setns.
+    if has_ns(spec, LinuxNamespaceType::User) {
+        // Mounts made inside our own user namespace are not locked: the supervisor makes a
+        // copy in which they are (lock.rs), and we move into it. After the last mount (the
+        // console's), before the stub forks and before seccomp, which may deny setns.
+        chan.send(&ToParent::LockMounts, None)
+            .ctx("asking the supervisor to lock the mounts")?;
         match chan.recv::<ToChild>() {
             Ok(Some((ToChild::Locked, Some(ns)))) => {
                 nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)

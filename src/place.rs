@@ -28,6 +28,8 @@ pub enum PlaceError {
 
 pub struct Placement {
     settings: MachineSettings,
+    /// The registration (or scope) started before clone, finished by place().
+    pending: Option<register::Pending>,
     cgroup: Option<Cgroup>,
     born_in_cgroup: bool,
     registered: Option<String>,
@@ -53,13 +55,16 @@ impl Placement {
             Mode::Auto => !register::system_bus_present(),
             Mode::Yes => false,
         };
-        let cgroup = if own {
-            own_cgroup(&ext.machine, &props)?
+        let (cgroup, pending) = if own {
+            (own_cgroup(&ext.machine, &props)?, None)
         } else {
-            None
+            // Otherwise the bus is asked: its helper connects while the container is set up.
+            let pending = register::begin(settings.register, &machine(spec, ext, &settings))?;
+            (None, Some(pending))
         };
         Ok(Placement {
             settings,
+            pending,
             cgroup,
             born_in_cgroup: false,
             registered: None,
@@ -90,23 +95,11 @@ impl Placement {
             cg.attach(leader, self.born_in_cgroup)?;
             return Ok(());
         }
-        let machine = Machine {
-            name: ext.machine.clone(),
-            id: crate::spec::machine::parse_id(&ext.uuid).unwrap_or([0; 16]),
-            service: "berth".into(),
-            leader: leader as u32,
-            root_directory: spec
-                .root()
-                .as_ref()
-                .map(|r| r.path().to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            ifindices: Vec::new(),
-            keep_unit: self.settings.keep_unit,
-            slice: self.settings.slice.clone(),
-            properties: self.settings.properties.clone(),
-            kill_signal: ext.kill_signal,
+        let pending = match self.pending.take() {
+            Some(p) => p,
+            None => register::begin(self.settings.register, &machine(spec, ext, &self.settings))?,
         };
-        let machined = match register::register(self.settings.register, &machine)? {
+        let machined = match pending.finish(leader as u32)? {
             Outcome::Registered { unit } => {
                 self.registered = Some(ext.machine.clone());
                 self.unit = Some(unit);
@@ -158,6 +151,27 @@ impl Placement {
         if let Some(p) = self.payload_cgroup.take() {
             let _ = std::fs::remove_dir(p);
         }
+    }
+}
+
+/// What machined (or systemd, for a scope) is told about the container; the leader is filled
+/// in once it exists.
+fn machine(spec: &Spec, ext: &Berth, settings: &MachineSettings) -> Machine {
+    Machine {
+        name: ext.machine.clone(),
+        id: crate::spec::machine::parse_id(&ext.uuid).unwrap_or([0; 16]),
+        service: "berth".into(),
+        leader: 0,
+        root_directory: spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ifindices: Vec::new(),
+        keep_unit: settings.keep_unit,
+        slice: settings.slice.clone(),
+        properties: settings.properties.clone(),
+        kill_signal: ext.kill_signal,
     }
 }
 

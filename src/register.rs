@@ -19,7 +19,7 @@
 use crate::property::{Property, Value};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 const MACHINED: &str = "org.freedesktop.machine1";
 const MACHINED_PATH: &str = "/org/freedesktop/machine1";
@@ -134,13 +134,15 @@ pub fn systemd_present() -> bool {
     std::path::Path::new("/run/systemd/system").is_dir() && system_bus_present()
 }
 
-/// Registers the machine per `mode`, or puts it into a transient scope of systemd's where it
-/// is not registered (see the module's text). On error nothing is left registered.
-pub fn register(mode: Mode, m: &Machine) -> Result<Outcome, RegisterError> {
+/// Starts registering the machine per `mode`, or putting it into a transient scope of systemd's
+/// where it is not registered (see the module's text), before the container exists: the helper
+/// connects to the bus while berth sets the container up, and waits for its PID 1, which
+/// [`Pending::finish`] hands over (`m.leader` is ignored here). Bad arguments are refused here,
+/// with no bus involved. On any error nothing is left registered.
+pub fn begin(mode: Mode, m: &Machine) -> Result<Pending, RegisterError> {
     if mode == Mode::No && (m.keep_unit || !systemd_present()) {
-        return Ok(Outcome::Unregistered { machined: None });
+        return Ok(Pending::Done(Outcome::Unregistered { machined: None }));
     }
-    // Parse before forking: a bad --property is the caller's error, with no bus involved.
     let props = m
         .properties
         .iter()
@@ -158,7 +160,50 @@ pub fn register(mode: Mode, m: &Machine) -> Result<Outcome, RegisterError> {
     {
         return Err(RegisterError::KeepUnitSession(session));
     }
-    in_helper(|| bus_register(mode, m, &props))
+    let (leader_rd, leader_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RegisterError::Helper(e.to_string()))?;
+    let mut m = m.clone();
+    let helper = Helper::spawn(move || {
+        let conn = connect(mode);
+        // The container's PID 1, once it exists; end of file: berth gave up before that.
+        let mut pid = [0u8; 4];
+        std::fs::File::from(leader_rd)
+            .read_exact(&mut pid)
+            .map_err(|_| RegisterError::Helper("the container was not started".into()))?;
+        m.leader = u32::from_ne_bytes(pid);
+        match conn? {
+            Ok(conn) => bus_register(&conn, mode, &m, &props),
+            Err(outcome) => Ok(outcome),
+        }
+    })?;
+    Ok(Pending::Started {
+        helper,
+        leader: leader_wr,
+    })
+}
+
+/// A registration [`begin`] started.
+pub enum Pending {
+    /// Nothing to ask the bus.
+    Done(Outcome),
+    /// The helper, waiting for the container's PID 1 on `leader`.
+    Started { helper: Helper, leader: OwnedFd },
+}
+
+impl Pending {
+    /// Registers `leader` (the container's PID 1 on the host) and returns the outcome.
+    /// Dropped instead, the helper ends without registering anything.
+    pub fn finish(self, leader: u32) -> Result<Outcome, RegisterError> {
+        match self {
+            Pending::Done(outcome) => Ok(outcome),
+            Pending::Started { helper, leader: w } => {
+                let sent = std::fs::File::from(w).write_all(&leader.to_ne_bytes());
+                let outcome = helper.wait();
+                sent.map_err(|e| RegisterError::Helper(e.to_string()))?;
+                outcome
+            }
+        }
+    }
 }
 
 /// The login session scope berth runs in, if any (nspawn refuses --keep-unit there too).
@@ -350,31 +395,40 @@ fn scope_properties(
     out
 }
 
-fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, RegisterError> {
+/// The system bus, or the outcome berth settles for without it.
+fn connect(mode: Mode) -> Result<Result<zbus::blocking::Connection, Outcome>, RegisterError> {
     if mode == Mode::Auto && !system_bus_present() {
-        return Ok(Outcome::Unregistered { machined: None });
+        return Ok(Err(Outcome::Unregistered { machined: None }));
     }
-    let conn = match zbus::blocking::Connection::system() {
-        Ok(c) => c,
+    match zbus::blocking::Connection::system() {
+        Ok(c) => Ok(Ok(c)),
         Err(e) => {
             let why = format!("system bus: {e}");
-            return match mode {
+            match mode {
                 Mode::Yes => Err(RegisterError::Unreachable(why)),
-                Mode::Auto => Ok(Outcome::Unregistered {
+                Mode::Auto => Ok(Err(Outcome::Unregistered {
                     machined: Some(why),
-                }),
-                Mode::No => Ok(Outcome::Unregistered { machined: None }),
-            };
+                })),
+                Mode::No => Ok(Err(Outcome::Unregistered { machined: None })),
+            }
         }
-    };
+    }
+}
+
+fn bus_register(
+    conn: &zbus::blocking::Connection,
+    mode: Mode,
+    m: &Machine,
+    props: &[Property],
+) -> Result<Outcome, RegisterError> {
     if !m.keep_unit
         && let Some(slice) = &m.slice
     {
-        check_slice(&conn, slice)?;
+        check_slice(conn, slice)?;
     }
     let machined = match mode {
         Mode::No => None,
-        _ => match create_machine(&conn, m, props)? {
+        _ => match create_machine(conn, m, props)? {
             Ok(unit) => return Ok(Outcome::Registered { unit }),
             Err(why) if mode == Mode::Auto => Some(why),
             Err(why) => return Err(RegisterError::Unreachable(why)),
@@ -383,7 +437,7 @@ fn bus_register(mode: Mode, m: &Machine, props: &[Property]) -> Result<Outcome, 
     if m.keep_unit || !systemd_present() {
         return Ok(Outcome::Unregistered { machined });
     }
-    Ok(match start_scope(&conn, m, props)? {
+    Ok(match start_scope(conn, m, props)? {
         Some(unit) => Outcome::Scope { unit, machined },
         None => Outcome::Unregistered { machined },
     })
@@ -639,66 +693,96 @@ fn check_slice(conn: &zbus::blocking::Connection, slice: &str) -> Result<(), Reg
     Ok(())
 }
 
-/// Runs `f` in a forked child and returns its result. The child does all the D-Bus work (zbus's
-/// threads and allocations live and die there) and `_exit`s.
+/// Runs `f` in a forked child and returns its result.
 fn in_helper<F>(f: F) -> Result<Outcome, RegisterError>
 where
     F: FnOnce() -> Result<Outcome, RegisterError>,
 {
-    let (rd, wr): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| RegisterError::Helper(e.to_string()))?;
-    // SAFETY: the child runs only `f` (its own fresh zbus connection) and `_exit`s; the parent
-    // (berth's supervisor) is single-threaded when it registers.
-    match unsafe { nix::unistd::fork() }.map_err(|e| RegisterError::Helper(e.to_string()))? {
-        nix::unistd::ForkResult::Child => {
-            drop(rd);
-            // A panic must not unwind out of the helper into a copy of the supervisor.
-            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-                .unwrap_or_else(|_| Err(RegisterError::Helper("it panicked".into())));
-            let mut w = std::fs::File::from(wr);
-            let _ = w.write_all(serde_json::to_string(&res).unwrap_or_default().as_bytes());
-            drop(w);
-            // SAFETY: leaves the helper without running the parent's atexit handlers or
-            // destructors.
-            unsafe { libc::_exit(0) }
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(wr);
-            // sd-bus's default method timeout: a hung bus peer must not hang berth.
-            let mut buf = String::new();
-            let ready = {
-                let mut fds = [nix::poll::PollFd::new(
-                    rd.as_fd(),
-                    nix::poll::PollFlags::POLLIN,
-                )];
-                loop {
-                    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(25_000u16)) {
-                        Err(nix::errno::Errno::EINTR) => continue,
-                        other => break other,
-                    }
-                }
-            };
-            if !matches!(ready, Ok(n) if n > 0) {
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(child, None);
-                return Err(RegisterError::Helper(
-                    "no answer from the bus within 25 s".into(),
-                ));
+    Helper::spawn(f)?.wait()
+}
+
+/// A forked child doing D-Bus work: zbus's threads and allocations live and die there, and
+/// the supervisor stays single-threaded with no bus connection. Dropped without
+/// [`Helper::wait`], it is killed and reaped.
+pub struct Helper {
+    child: Option<nix::unistd::Pid>,
+    answer: Option<OwnedFd>,
+}
+
+impl Helper {
+    fn spawn<F>(f: F) -> Result<Helper, RegisterError>
+    where
+        F: FnOnce() -> Result<Outcome, RegisterError>,
+    {
+        let (rd, wr): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| RegisterError::Helper(e.to_string()))?;
+        // SAFETY: the child runs only `f` and `_exit`s; the parent (berth's supervisor) is
+        // single-threaded when it forks.
+        match unsafe { nix::unistd::fork() }.map_err(|e| RegisterError::Helper(e.to_string()))? {
+            nix::unistd::ForkResult::Child => {
+                drop(rd);
+                // A panic must not unwind out of the helper into a copy of the supervisor.
+                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                    .unwrap_or_else(|_| Err(RegisterError::Helper("it panicked".into())));
+                let mut w = std::fs::File::from(wr);
+                let _ = w.write_all(serde_json::to_string(&res).unwrap_or_default().as_bytes());
+                drop(w);
+                // SAFETY: leaves the helper without running the parent's atexit handlers or
+                // destructors.
+                unsafe { libc::_exit(0) }
             }
-            let mut r = std::fs::File::from(rd);
-            let read = r.read_to_string(&mut buf);
-            let status = loop {
-                match nix::sys::wait::waitpid(child, None) {
+            nix::unistd::ForkResult::Parent { child } => Ok(Helper {
+                child: Some(child),
+                answer: Some(rd),
+            }),
+        }
+    }
+
+    /// The helper's result, waited for at most sd-bus's default method timeout: a hung bus
+    /// peer must not hang berth.
+    fn wait(mut self) -> Result<Outcome, RegisterError> {
+        let child = self.child.take().expect("waited once");
+        let answer = self.answer.take().expect("waited once");
+        let ready = {
+            let mut fds = [nix::poll::PollFd::new(
+                answer.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            loop {
+                match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(25_000u16)) {
                     Err(nix::errno::Errno::EINTR) => continue,
                     other => break other,
                 }
-            };
-            read.map_err(|e| RegisterError::Helper(e.to_string()))?;
-            let _ = r.as_raw_fd();
-            if buf.is_empty() {
-                return Err(RegisterError::Helper(format!("it died ({status:?})")));
             }
-            serde_json::from_str(&buf).map_err(|e| RegisterError::Helper(e.to_string()))?
+        };
+        if !matches!(ready, Ok(n) if n > 0) {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
+            return Err(RegisterError::Helper(
+                "no answer from the bus within 25 s".into(),
+            ));
+        }
+        let mut buf = String::new();
+        let read = std::fs::File::from(answer).read_to_string(&mut buf);
+        let status = loop {
+            match nix::sys::wait::waitpid(child, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
+        read.map_err(|e| RegisterError::Helper(e.to_string()))?;
+        if buf.is_empty() {
+            return Err(RegisterError::Helper(format!("it died ({status:?})")));
+        }
+        serde_json::from_str(&buf).map_err(|e| RegisterError::Helper(e.to_string()))?
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
         }
     }
 }

@@ -132,46 +132,11 @@ fn ephemeral_writes_do_not_persist() {
 fn stop_signal_becomes_the_kill_signal() {
     let r = rig_with_image();
     // PID 1 traps SIGINT (the image's StopSignal); berth gets SIGTERM and must forward SIGINT
-    let mut child = Command::new(BERTH)
-        .arg("--store")
-        .arg(r.store())
-        .args([
-            "run",
-            "--pipe",
-            "-M",
-            "bb",
-            "trap 'echo got INT; exit 7' INT; trap 'echo got TERM; exit 8' TERM; echo ready; while :; do sleep 0.1; done",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut stdout = child.stdout.take().unwrap();
-    let mut child = Reap(child);
-    let mut buf = [0u8; 6];
-    stdout.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"ready\n");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "container did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut child, mut stdout) = Sleeper::start(
+        &r,
+        "trap 'echo got INT; exit 7' INT; trap 'echo got TERM; exit 8' TERM; echo ready; while :; do sleep 0.1; done",
+    );
+    let status = child.stop();
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "got INT\n");
@@ -232,34 +197,11 @@ fn stored_image_runs_with_a_user_namespace_from_a_0700_store() {
 #[test]
 fn remove_refuses_an_image_a_running_container_uses() {
     let r = rig_with_image();
-    let mut child = Command::new(BERTH)
-        .arg("--store")
-        .arg(r.store())
-        .args([
-            "run",
-            "--pipe",
-            "-M",
-            "bb",
-            // PID 1 ends on the image's StopSignal (SIGINT), which berth sends on SIGTERM
-            "trap 'exit 0' INT TERM; echo ready; while :; do sleep 0.1; done",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut stdout = child.stdout.take().unwrap();
-    let mut child = Reap(child);
-    let mut buf = [0u8; 6];
-    stdout.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"ready\n");
+    // PID 1 ends on the image's StopSignal (SIGINT), which berth sends on SIGTERM
+    let (mut child, _stdout) = Sleeper::start(
+        &r,
+        "trap 'exit 0' INT TERM; echo ready; while :; do sleep 0.1; done",
+    );
 
     let busy = "image bb is in use by a running container (or by another removal or import)";
     let o = r.berth(&["remove", "bb"]);
@@ -290,16 +232,55 @@ fn remove_refuses_an_image_a_running_container_uses() {
     assert!(r.image("bb").join("bin/busybox").exists());
 
     // once the container has ended, remove works
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "container did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(child.stop().success());
     r.ok(&["remove", "bb"]);
     r.assert_store_empty();
+}
+
+/// `berth run -M bb SCRIPT` from the rig's store, started and ready (its script has printed
+/// "ready"); killed by pid and reaped when dropped, also when the test fails.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn start(r: &Rig, script: &str) -> (Sleeper, std::process::ChildStdout) {
+        let mut child = Command::new(BERTH)
+            .arg("--store")
+            .arg(r.store())
+            .args(["run", "--pipe", "-M", "bb", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let child = Sleeper(child);
+        let mut buf = [0u8; 6];
+        stdout.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ready\n");
+        (child, stdout)
+    }
+
+    /// SIGTERM to berth, as `systemctl stop` sends; its exit status within 20 s.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "container did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

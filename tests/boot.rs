@@ -61,12 +61,25 @@ impl Booted {
         self.child.as_ref().unwrap().id()
     }
 
-    /// The container's PID 1 on the host: berth's child.
+    /// The container's PID 1 on the host: the child of berth's that is PID 1 of a PID
+    /// namespace of its own (berth may also have a short-lived D-Bus helper child).
     fn init_pid(&self) -> Option<u32> {
         let kids =
             std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.berth_pid()))
                 .ok()?;
-        kids.split_whitespace().next()?.parse().ok()
+        kids.split_whitespace()
+            .filter_map(|k| k.parse().ok())
+            .find(|k: &u32| {
+                std::fs::read_to_string(format!("/proc/{k}/status"))
+                    .ok()
+                    .and_then(|st| {
+                        st.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|ns| {
+                            let ids: Vec<&str> = ns.split_whitespace().collect();
+                            ids.len() > 1 && ids.last() == Some(&"1")
+                        })
+                    })
+                    .unwrap_or(false)
+            })
     }
 
     fn nsenter(&self, args: &[&str]) -> std::process::Output {

@@ -95,6 +95,18 @@ machine_cgroup() {
     echo "/sys/fs/cgroup$cg"
 }
 
+# The container's PID 1 among berth's children (PID $1): the one that is PID 1 of a PID
+# namespace of its own. berth may also have a short-lived helper child (the D-Bus helper that
+# registers the container or asks systemd for its scope, started before the container).
+container_init() {
+    local c ns
+    for c in $(cat "/proc/$1/task/$1/children" 2>/dev/null); do
+        ns=$(sed -n 's/^NSpid:[[:space:]]*//p' "/proc/$c/status" 2>/dev/null)
+        [ "${ns##*[[:space:]]}" = 1 ] && [ "$ns" != 1 ] && { echo "$c"; return 0; }
+    done
+    return 1
+}
+
 # The PID of a process whose command line is exactly the given words. Bash builtins only: under
 # TCG a fork per process would make one scan take seconds.
 pid_of_cmdline() {

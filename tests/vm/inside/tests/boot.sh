@@ -32,10 +32,8 @@ test_boot_register_no() {
     local name=vmbootnoreg unit=machine-vmbootnoreg.scope init cg left before
     before=$(cut -d' ' -f5 /proc/self/mountinfo | sort)
     berth_bg "$name" /run/berth-vm/$name.out -b --register=no -D "$DEBIAN" --pipe
-    # (the children file has no newline: read reports EOF even when it read the PID)
-    wait_for 60 "the container's init (a child of berth $BG_PID)" \
-        grep -q '[0-9]' "/proc/$BG_PID/task/$BG_PID/children"
-    read -r init _ <"/proc/$BG_PID/task/$BG_PID/children" || true
+    wait_for 60 "the container's init (a child of berth $BG_PID)" container_init "$BG_PID"
+    init=$(container_init "$BG_PID")
     # The container's systemd moves itself into init.scope of the cgroup it was given.
     wait_for 180 "the container's systemd to move into its init.scope" \
         eval "grep -q '^0::/.*/init.scope$' /proc/$init/cgroup"

@@ -147,6 +147,13 @@ fn launch(
     bpf: Option<&crate::seccomp::Bpf>,
     sigfd: &SignalFd,
 ) -> anyhow::Result<End> {
+    // Where the container will live (systemd integration, src/place.rs). Declared before the
+    // container so it is dropped after it: unregistering and removing the cgroup come last.
+    // First, too: its bus helper is forked here and should inherit none of the fds below (the
+    // container's end of the control socket above all, whose end of file tells that the
+    // payload was executed).
+    let mut placement = crate::place::Placement::prepare(spec, ext)?;
+
     let (parent_chan, child_chan) = msg::pair().map_err(sys_err("creating the control socket"))?;
 
     let private_network = has_ns(spec, LinuxNamespaceType::Network);
@@ -155,10 +162,6 @@ fn launch(
         code: exit::FAILURE,
         msg: e.to_string(),
     })?;
-
-    // Where the container will live (systemd integration, src/place.rs). Declared before the
-    // container so it is dropped after it: unregistering and removing the cgroup come last.
-    let mut placement = crate::place::Placement::prepare(spec, ext)?;
 
     // The child starts in the tree's directory (see mount::prepare): entered here, with the
     // host's privileges, and left again right after clone.

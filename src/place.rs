@@ -56,15 +56,21 @@ impl Placement {
             Mode::Yes => false,
         };
         let (cgroup, pending) = if own {
-            (own_cgroup(&ext.machine, &props)?, None)
+            // (None where berth sees no cgroup of its own and no limit needs one: the
+            // container then stays in berth's.)
+            let unregistered = Outcome::Unregistered { machined: None };
+            (
+                own_cgroup(&ext.machine, &props)?,
+                register::Pending::Done(unregistered),
+            )
         } else {
             // Otherwise the bus is asked: its helper connects while the container is set up.
             let pending = register::begin(settings.register, &machine(spec, ext, &settings))?;
-            (None, Some(pending))
+            (None, pending)
         };
         Ok(Placement {
             settings,
-            pending,
+            pending: Some(pending),
             cgroup,
             born_in_cgroup: false,
             registered: None,
@@ -85,20 +91,12 @@ impl Placement {
 
     /// Registers the container (PID `leader` on the host), or has systemd put it into a scope,
     /// or moves it into berth's cgroup.
-    pub fn place(
-        &mut self,
-        spec: &Spec,
-        ext: &Berth,
-        leader: libc::pid_t,
-    ) -> Result<(), PlaceError> {
+    pub fn place(&mut self, ext: &Berth, leader: libc::pid_t) -> Result<(), PlaceError> {
         if let Some(cg) = &self.cgroup {
             cg.attach(leader, self.born_in_cgroup)?;
             return Ok(());
         }
-        let pending = match self.pending.take() {
-            Some(p) => p,
-            None => register::begin(self.settings.register, &machine(spec, ext, &self.settings))?,
-        };
+        let pending = self.pending.take().expect("placed once");
         let machined = match pending.finish(leader as u32)? {
             Outcome::Registered { unit } => {
                 self.registered = Some(ext.machine.clone());
@@ -167,7 +165,6 @@ fn machine(spec: &Spec, ext: &Berth, settings: &MachineSettings) -> Machine {
             .as_ref()
             .map(|r| r.path().to_string_lossy().into_owned())
             .unwrap_or_default(),
-        ifindices: Vec::new(),
         keep_unit: settings.keep_unit,
         slice: settings.slice.clone(),
         properties: settings.properties.clone(),

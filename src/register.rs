@@ -1,9 +1,9 @@
 //! Registration with systemd-machined over D-Bus, like nspawn-register.c.
 //!
-//! Without `--keep-unit`: `CreateMachine[WithNetwork]`, so machined starts
+//! Without `--keep-unit`: `CreateMachine`, so machined starts
 //! `machine-NAME.scope` (in machine.slice or `--slice`) and moves the container's PID 1 into it;
 //! berth itself stays outside, so `machinectl kill` never hits the supervisor. With `--keep-unit`
-//! (how `berth@.service` runs): `RegisterMachine[WithNetwork]`, adopting the unit berth runs in.
+//! (how `berth@.service` runs): `RegisterMachine`, adopting the unit berth runs in.
 //!
 //! Unregistered (`--register=no`, or `auto` without machined) on a host run by systemd and
 //! without `--keep-unit`: as nspawn's allocate_scope, systemd itself starts the same
@@ -99,8 +99,6 @@ pub struct Machine {
     /// The container's PID 1 as seen from the host.
     pub leader: u32,
     pub root_directory: String,
-    /// Host-side network interfaces of the container (veth), if any.
-    pub ifindices: Vec<i32>,
     /// `--keep-unit`: adopt the unit berth runs in instead of creating a scope.
     pub keep_unit: bool,
     /// `--slice`, for the scope (ignored with `--keep-unit`).
@@ -587,43 +585,32 @@ fn call_register(
 ) -> Result<(), zbus::Error> {
     let class = "container";
     let (n, svc, root) = (&m.name, &m.service, &m.root_directory);
+    // berth gives a container no host-side network interfaces (veth), so the plain calls,
+    // not their WithNetwork variants.
     if m.keep_unit {
-        if m.ifindices.is_empty() {
-            conn.call_method(
-                Some(MACHINED),
-                MACHINED_PATH,
-                Some(MACHINED_IFACE),
-                "RegisterMachine",
-                &(n, id, svc, class, m.leader, root),
-            )?;
-        } else {
-            conn.call_method(
-                Some(MACHINED),
-                MACHINED_PATH,
-                Some(MACHINED_IFACE),
-                "RegisterMachineWithNetwork",
-                &(n, id, svc, class, m.leader, root, &m.ifindices),
-            )?;
-        }
+        conn.call_method(
+            Some(MACHINED),
+            MACHINED_PATH,
+            Some(MACHINED_IFACE),
+            "RegisterMachine",
+            &(n, id, svc, class, m.leader, root),
+        )?;
     } else {
-        let sp = scope_properties(m, props);
-        if m.ifindices.is_empty() {
-            conn.call_method(
-                Some(MACHINED),
-                MACHINED_PATH,
-                Some(MACHINED_IFACE),
-                "CreateMachine",
-                &(n, id, svc, class, m.leader, root, sp),
-            )?;
-        } else {
-            conn.call_method(
-                Some(MACHINED),
-                MACHINED_PATH,
-                Some(MACHINED_IFACE),
-                "CreateMachineWithNetwork",
-                &(n, id, svc, class, m.leader, root, &m.ifindices, sp),
-            )?;
-        }
+        conn.call_method(
+            Some(MACHINED),
+            MACHINED_PATH,
+            Some(MACHINED_IFACE),
+            "CreateMachine",
+            &(
+                n,
+                id,
+                svc,
+                class,
+                m.leader,
+                root,
+                scope_properties(m, props),
+            ),
+        )?;
     }
     Ok(())
 }

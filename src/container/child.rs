@@ -70,7 +70,8 @@ fn setup_and_exec(
     // Device nodes and masks get exactly the modes the spec asks for.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
 
-    if has_ns(spec, LinuxNamespaceType::User) {
+    let userns = has_ns(spec, LinuxNamespaceType::User);
+    if userns {
         // Until the supervisor has written our uid/gid map we are nobody here.
         match chan.recv::<ToChild>() {
             Ok(Some((ToChild::Mapped, _))) => {}
@@ -120,7 +121,7 @@ fn setup_and_exec(
             .ctx("passing the console to the supervisor")?;
     }
 
-    if has_ns(spec, LinuxNamespaceType::User) {
+    if userns {
         // Mounts made inside our own user namespace are not locked: the supervisor makes a
         // copy in which they are (lock.rs), and we move into it. After the last mount (the
         // console's), before the stub forks and before seccomp, which may deny setns.

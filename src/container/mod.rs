@@ -213,7 +213,7 @@ fn launch(
     // Placement: the systemd integration (cgroup, machined registration), after the container
     // exists and before it may exec. On failure the container is killed (Running's drop) and
     // nothing stays registered or created (Placement's drop).
-    placement.place(spec, ext, pid)?;
+    placement.place(ext, pid)?;
 
     // A booted system in its own user namespace manages its cgroup subtree itself.
     if ext.boot {

@@ -256,9 +256,10 @@ pub fn pages() -> Vec<Page> {
     pages
 }
 
-fn berth_page(root: &clap::Command, has_unit: bool) -> Page {
-    let man = Man::new(root.clone())
-        .title("BERTH")
+/// A page's clap_mangen renderer, and the page up to its NAME section.
+fn page_start(root: &clap::Command, cmd: &clap::Command, title: String) -> (Man, Out) {
+    let man = Man::new(cmd.clone())
+        .title(title)
         .date(NO_DATE)
         .manual("berth")
         .source(source(root));
@@ -266,6 +267,11 @@ fn berth_page(root: &clap::Command, has_unit: bool) -> Page {
     out.man(|w| man.render_title(w));
     out.roff(&plain_text());
     out.man(|w| man.render_name_section(w));
+    (man, out)
+}
+
+fn berth_page(root: &clap::Command, has_unit: bool) -> Page {
+    let (man, mut out) = page_start(root, root, "BERTH".into());
 
     let mut r = Roff::new();
     r.control("SH", ["SYNOPSIS"]);
@@ -338,15 +344,7 @@ fn examples_for(cmd: &str) -> Vec<Block> {
 
 fn command_page(root: &clap::Command, cmd: &clap::Command) -> Page {
     let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_owned();
-    let man = Man::new(cmd.clone())
-        .title(name.to_uppercase())
-        .date(NO_DATE)
-        .manual("berth")
-        .source(source(root));
-    let mut out = Out::new();
-    out.man(|w| man.render_title(w));
-    out.roff(&plain_text());
-    out.man(|w| man.render_name_section(w));
+    let (man, mut out) = page_start(root, cmd, name.to_uppercase());
     let mut r = Roff::new();
     r.control("SH", ["SYNOPSIS"]);
     r.text(usage(cmd));

@@ -10,15 +10,7 @@ use support::*;
 
 /// A private copy, as a booted system writes to its tree.
 fn debian_copy(tmp: &Path) -> PathBuf {
-    let dst = tmp.join("debian");
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(debian())
-        .arg(&dst)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    dst
+    copy_tree(debian(), &tmp.join("debian"))
 }
 
 struct Booted {

@@ -14,15 +14,7 @@ const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 /// A private copy of the Debian tree in the rig's scratch directory (bound in live).
 fn debian_copy(name: &str) -> PathBuf {
     let (_, scratch) = rig::shared();
-    let dst = scratch.join(name);
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(debian())
-        .arg(&dst)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    dst
+    support::copy_tree(debian(), &scratch.join(name))
 }
 
 fn rig_sh(script: &str) -> (bool, String) {

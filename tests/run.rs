@@ -719,29 +719,27 @@ fn sleep_marker(prefix: &str) -> String {
     format!("{prefix}{digits}")
 }
 
-/// Waits until the container's `/bin/sleep MARKER` runs (so berth is past its setup).
-fn wait_for_sleep(marker: &str) {
+/// `berth run -D busybox FLAGS /bin/sleep MARKER`, returned once the sleep runs (so berth is
+/// past its setup).
+fn spawn_sleeping(flags: &[&str], marker: &str) -> std::process::Child {
+    let child = berth()
+        .args(["run", "-D", busybox().to_str().unwrap()])
+        .args(flags)
+        .args(["/bin/sleep", marker])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
     assert!(eventually(5, || !procs_with(&format!(
         "/bin/sleep\0{marker}"
     ))
     .is_empty()));
+    child
 }
 
 #[test]
 fn sigterm_kills_the_container_and_berth_reports_it() {
     let marker = sleep_marker("31");
-    let mut child = berth()
-        .args([
-            "run",
-            "-D",
-            busybox().to_str().unwrap(),
-            "/bin/sleep",
-            &marker,
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_sleep(&marker);
+    let mut child = spawn_sleeping(&[], &marker);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let st = child.wait().unwrap();
     // No --kill-signal: SIGKILL, as nspawn does.
@@ -755,20 +753,7 @@ fn sigterm_kills_the_container_and_berth_reports_it() {
 #[test]
 fn kill_signal_is_forwarded_to_pid_1() {
     let marker = sleep_marker("32");
-    let mut child = berth()
-        .args([
-            "run",
-            "-D",
-            busybox().to_str().unwrap(),
-            "--as-pid2",
-            "--kill-signal=SIGTERM",
-            "/bin/sleep",
-            &marker,
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_sleep(&marker);
+    let mut child = spawn_sleeping(&["--as-pid2", "--kill-signal=SIGTERM"], &marker);
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     // The stub forwards SIGTERM to sleep, which dies of it: 128+15.
     assert_eq!(child.wait().unwrap().code(), Some(143));

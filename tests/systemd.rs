@@ -18,18 +18,6 @@ fn name(tag: &str) -> String {
     format!("{tag}{}", &rand_suffix()[..6])
 }
 
-fn out_of(o: std::process::Output) -> Out {
-    use std::os::unix::process::ExitStatusExt;
-    Out {
-        code: o
-            .status
-            .code()
-            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0)),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
 /// `berth run ARGS` inside the rig, to completion.
 fn rig_berth(args: &[&str]) -> Out {
     let o = rig::shared_cmd(BERTH)
@@ -38,7 +26,7 @@ fn rig_berth(args: &[&str]) -> Out {
         .stdin(Stdio::null())
         .output()
         .expect("nsenter berth");
-    out_of(o)
+    Out::from(o)
 }
 
 /// A shell script inside the rig; returns stdout, panics unless it succeeds.
@@ -511,13 +499,7 @@ fn a_rebooting_container_registers_again_each_time() {
     for register in ["--register=yes", "--register=no"] {
         let n = name("rbt");
         let tree = scratch.join(&n);
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(img())
-            .arg(&tree)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        support::copy_tree(busybox(), &tree);
         std::fs::write(
             tree.join("etc/inittab"),
             "::sysinit:/bin/sh -c 'echo boot >> /var/boots; [ $(wc -l < /var/boots) -lt 5 ] && reboot -f'\n\
@@ -580,7 +562,7 @@ fn keep_unit_is_refused_in_a_login_session() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let out = out_of(out);
+    let out = Out::from(out);
     out.assert_one_line_error(125, "login session");
     assert!(!registered(&n));
 }
@@ -820,7 +802,7 @@ fn host_berth(args: &[&str]) -> Out {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    out_of(o)
+    Out::from(o)
 }
 
 fn leftover_cgroups(n: &str) -> Vec<String> {
@@ -1016,7 +998,7 @@ fn without_machined_register_yes_fails_and_auto_says_so() {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        out_of(o)
+        Out::from(o)
     };
     let nobus = "unix:path=/nonexistent/system_bus_socket";
     // No system bus at all (a host without systemd): yes fails, auto runs quietly in berth's
@@ -1192,7 +1174,7 @@ fn pure_cgroup2_layout_uses_the_unified_hierarchy_alone() {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        out_of(o)
+        Out::from(o)
     };
     let out = run("", "/bin/cat /proc/self/cgroup");
     assert_eq!(out.code, 0, "{out:?}");

@@ -59,15 +59,19 @@ pub fn debian() -> &'static Path {
 
 /// A private copy of the busybox tree for tests that change it.
 pub fn busybox_copy(tmp: &Path) -> PathBuf {
-    let dst = tmp.join("rootfs");
+    copy_tree(busybox(), &tmp.join("rootfs"))
+}
+
+/// `cp -a SRC DST` (ownership, modes and links kept), returning DST.
+pub fn copy_tree(src: &Path, dst: &Path) -> PathBuf {
     let st = Command::new("cp")
         .arg("-a")
-        .arg(busybox())
-        .arg(&dst)
+        .arg(src)
+        .arg(dst)
         .status()
         .unwrap();
-    assert!(st.success());
-    dst
+    assert!(st.success(), "cp -a {} {}", src.display(), dst.display());
+    dst.to_path_buf()
 }
 
 #[derive(Debug)]
@@ -109,14 +113,20 @@ pub fn run_with(args: &[&str], stdin: Option<&str>) -> Out {
             .write_all(input.as_bytes())
             .unwrap();
     }
-    let o = child.wait_with_output().unwrap();
-    Out {
-        code: o
-            .status
-            .code()
-            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0)),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    Out::from(child.wait_with_output().unwrap())
+}
+
+impl From<std::process::Output> for Out {
+    /// A process killed by signal N reads as 128+N, as a shell reports it.
+    fn from(o: std::process::Output) -> Out {
+        Out {
+            code: o
+                .status
+                .code()
+                .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0)),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
     }
 }
 

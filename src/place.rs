@@ -5,7 +5,8 @@
 //!
 //! The launcher calls [`Placement::prepare`] before clone (so that where berth makes the cgroup
 //! itself the container is born in it through CLONE_INTO_CGROUP), [`Placement::place`] after
-//! clone and before the child may go on, and drops the placement after the container has
+//! clone and before the child may go on, [`Placement::confirm`] once the payload runs and
+//! before the container is reported ready, and drops the placement after the container has
 //! ended: that unregisters the machine and removes berth's cgroup (a scope of systemd's goes
 //! away with its processes).
 
@@ -28,8 +29,12 @@ pub enum PlaceError {
 
 pub struct Placement {
     settings: MachineSettings,
-    /// The registration (or scope) started before clone, finished by place().
+    /// The registration (or scope) started before clone, handed the container by place().
     pending: Option<register::Pending>,
+    /// The helper that answered place(), reaped by confirm().
+    answered: Option<register::Helper>,
+    /// The registration whose answer confirm() still waits for: the container is in its scope.
+    in_scope: Option<register::InScope>,
     cgroup: Option<Cgroup>,
     born_in_cgroup: bool,
     registered: Option<String>,
@@ -71,6 +76,8 @@ impl Placement {
         Ok(Placement {
             settings,
             pending: Some(pending),
+            answered: None,
+            in_scope: None,
             cgroup,
             born_in_cgroup: false,
             registered: None,
@@ -90,14 +97,54 @@ impl Placement {
     }
 
     /// Registers the container (PID `leader` on the host), or has systemd put it into a scope,
-    /// or moves it into berth's cgroup.
+    /// or moves it into berth's cgroup. Returns once the container is where it will run, with
+    /// its limits: machined's answer may still be on its way, and [`Self::confirm`] waits for
+    /// it.
     pub fn place(&mut self, ext: &Berth, leader: libc::pid_t) -> Result<(), PlaceError> {
         if let Some(cg) = &self.cgroup {
             cg.attach(leader, self.born_in_cgroup)?;
             return Ok(());
         }
         let pending = self.pending.take().expect("placed once");
-        let machined = match pending.finish(leader as u32)? {
+        match pending.place(leader as u32)? {
+            register::Placed::Answered(outcome, helper) => {
+                self.answered = helper;
+                self.settle(ext, leader, outcome)
+            }
+            register::Placed::InScope(scope) => {
+                self.in_scope = Some(scope);
+                Ok(())
+            }
+        }
+    }
+
+    /// The end of the registration place() started: machined's answer, if it was still to
+    /// come and the container (its pidfd `ended`) still runs. Called once the payload runs,
+    /// before berth reports the container ready. An error here leaves the container to be
+    /// killed by the caller.
+    pub fn confirm(
+        &mut self,
+        ext: &Berth,
+        leader: libc::pid_t,
+        ended: BorrowedFd<'_>,
+    ) -> Result<(), PlaceError> {
+        if let Some(mut helper) = self.answered.take() {
+            helper.reap();
+        }
+        if let Some(scope) = self.in_scope.take() {
+            let outcome = scope.outcome(ended)?;
+            self.settle(ext, leader, outcome)?;
+        }
+        Ok(())
+    }
+
+    fn settle(
+        &mut self,
+        ext: &Berth,
+        leader: libc::pid_t,
+        outcome: Outcome,
+    ) -> Result<(), PlaceError> {
+        let machined = match outcome {
             Outcome::Registered { unit } => {
                 self.registered = Some(ext.machine.clone());
                 self.unit = Some(unit);

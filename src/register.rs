@@ -19,7 +19,7 @@
 use crate::property::{Property, Value};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 const MACHINED: &str = "org.freedesktop.machine1";
 const MACHINED_PATH: &str = "/org/freedesktop/machine1";
@@ -135,7 +135,7 @@ pub fn systemd_present() -> bool {
 /// Starts registering the machine per `mode`, or putting it into a transient scope of systemd's
 /// where it is not registered (see the module's text), before the container exists: the helper
 /// connects to the bus while berth sets the container up, and waits for its PID 1, which
-/// [`Pending::finish`] hands over (`m.leader` is ignored here). Bad arguments are refused here,
+/// [`Pending::place`] hands over (`m.leader` is ignored here). Bad arguments are refused here,
 /// with no bus involved. On any error nothing is left registered.
 pub fn begin(mode: Mode, m: &Machine) -> Result<Pending, RegisterError> {
     if mode == Mode::No && (m.keep_unit || !systemd_present()) {
@@ -160,23 +160,42 @@ pub fn begin(mode: Mode, m: &Machine) -> Result<Pending, RegisterError> {
     }
     let (leader_rd, leader_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| RegisterError::Helper(e.to_string()))?;
+    let unit = scope_name(&m.name);
     let mut m = m.clone();
-    let helper = Helper::spawn(move || {
+    let helper = Helper::spawn(move |report| {
+        // systemd will move the container's PID 1 into its scope; see prime_migration.
+        if !m.keep_unit {
+            std::thread::spawn(crate::cgroup::prime_migration);
+        }
         let conn = connect(mode);
+        // Watching for the scope before the container's PID 1 is known, so that this bus
+        // round trip overlaps with the container's setup too.
+        let watch = match &conn {
+            Ok(Ok(c)) if !m.keep_unit && mode != Mode::No => Watch::new(c, &m).ok(),
+            _ => None,
+        };
         // The container's PID 1, once it exists; end of file: berth gave up before that.
         let mut pid = [0u8; 4];
         std::fs::File::from(leader_rd)
             .read_exact(&mut pid)
             .map_err(|_| RegisterError::Helper("the container was not started".into()))?;
         m.leader = u32::from_ne_bytes(pid);
+        // Set while CreateMachine is under way: a scope that systemd starts for berth itself
+        // afterwards (machined not there) is no sign of a registration.
+        let creating = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        if let Some(watch) = watch {
+            watch.start(m.leader, report, creating.clone());
+        }
+        let machined_done = || creating.store(false, std::sync::atomic::Ordering::SeqCst);
         match conn? {
-            Ok(conn) => bus_register(&conn, mode, &m, &props),
+            Ok(conn) => bus_register(&conn, mode, &m, &props, &machined_done),
             Err(outcome) => Ok(outcome),
         }
     })?;
     Ok(Pending::Started {
         helper,
         leader: leader_wr,
+        unit,
     })
 }
 
@@ -184,24 +203,202 @@ pub fn begin(mode: Mode, m: &Machine) -> Result<Pending, RegisterError> {
 pub enum Pending {
     /// Nothing to ask the bus.
     Done(Outcome),
-    /// The helper, waiting for the container's PID 1 on `leader`.
-    Started { helper: Helper, leader: OwnedFd },
+    /// The helper, waiting for the container's PID 1 on `leader`; `unit` is the scope
+    /// CreateMachine would make.
+    Started {
+        helper: Helper,
+        leader: OwnedFd,
+        unit: String,
+    },
 }
 
-impl Pending {
-    /// Registers `leader` (the container's PID 1 on the host) and returns the outcome.
-    /// Dropped instead, the helper ends without registering anything.
-    pub fn finish(self, leader: u32) -> Result<Outcome, RegisterError> {
-        match self {
-            Pending::Done(outcome) => Ok(outcome),
-            Pending::Started { helper, leader: w } => {
-                let sent = std::fs::File::from(w).write_all(&leader.to_ne_bytes());
-                let outcome = helper.wait();
-                sent.map_err(|e| RegisterError::Helper(e.to_string()))?;
-                outcome
+/// How far [`Pending::place`] got.
+pub enum Placed {
+    /// The outcome. The helper, if there was one, has answered and is still to be reaped
+    /// ([`Helper::reap`]): that need not delay the container.
+    Answered(Outcome, Option<Helper>),
+    /// systemd has started the container's scope around its PID 1, with the scope's limits
+    /// in force; machined's answer is still to come ([`InScope::outcome`]). machined replies
+    /// to CreateMachine only milliseconds after that, so the container may go on meanwhile.
+    InScope(InScope),
+}
+
+/// A CreateMachine whose scope has started, machined's answer still to come.
+pub struct InScope {
+    helper: Helper,
+    unit: String,
+}
+
+impl InScope {
+    /// machined's answer; or, if `ended` (the container's pidfd) turns readable first, the
+    /// registration as it stands, without waiting further. The scope's start job ended "done",
+    /// which is all machined waits for before it answers success; and once the scope empties
+    /// machined may drop the machine without answering at all.
+    pub fn outcome(mut self, ended: BorrowedFd<'_>) -> Result<Outcome, RegisterError> {
+        loop {
+            match self.helper.next(Some(ended))? {
+                Some(Report::Done(res)) => {
+                    self.helper.reap();
+                    return res;
+                }
+                Some(Report::Placed) => {}
+                None => {
+                    // The helper's remaining bus traffic is of no use any more.
+                    self.helper.kill();
+                    return Ok(Outcome::Registered { unit: self.unit });
+                }
             }
         }
     }
+}
+
+impl Pending {
+    /// Hands `leader` (the container's PID 1 on the host) to the helper and waits until the
+    /// container is placed: the final outcome, or its scope started. Dropped instead, the
+    /// helper ends without registering anything.
+    pub fn place(self, leader: u32) -> Result<Placed, RegisterError> {
+        match self {
+            Pending::Done(outcome) => Ok(Placed::Answered(outcome, None)),
+            Pending::Started {
+                mut helper,
+                leader: w,
+                unit,
+            } => {
+                let sent = std::fs::File::from(w).write_all(&leader.to_ne_bytes());
+                let report = helper.next(None);
+                sent.map_err(|e| RegisterError::Helper(e.to_string()))?;
+                match report? {
+                    Some(Report::Placed) => Ok(Placed::InScope(InScope { helper, unit })),
+                    Some(Report::Done(outcome)) => Ok(Placed::Answered(outcome?, Some(helper))),
+                    None => unreachable!("nothing else is polled"),
+                }
+            }
+        }
+    }
+}
+
+/// Watches, from the helper, for what a CreateMachine call does besides its reply:
+/// - systemd has started the container's scope: a JobRemoved signal for the scope (machined
+///   waits for the same signal before it replies), after which the container's PID 1 is in
+///   it. The scope's name alone is not enough: a stop job of the scope of an earlier
+///   container with this name ends the same way.
+/// - machined has dropped the machine again (MachineRemoved after our MachineNew): its
+///   scope emptied, the container having ended. machined 252 then never answers the
+///   CreateMachine call, so the helper answers in its place.
+struct Watch {
+    messages: zbus::blocking::MessageIterator,
+    unit: String,
+    name: String,
+}
+
+impl Watch {
+    /// Subscribes to the signals without waiting for the bus's answers: the bus handles a
+    /// connection's messages in order, so the rules are in place before the CreateMachine
+    /// sent after them reaches machined.
+    fn new(conn: &zbus::blocking::Connection, m: &Machine) -> Result<Watch, zbus::Error> {
+        let unit = scope_name(&m.name);
+        let rules = [
+            zbus::MatchRule::builder()
+                .msg_type(zbus::message::Type::Signal)
+                .sender(SYSTEMD)?
+                .path(SYSTEMD_PATH)?
+                .interface(SYSTEMD_MANAGER)?
+                .member("JobRemoved")?
+                .arg(2, unit.clone())?
+                .build(),
+            // MachineNew and MachineRemoved, both with the name first.
+            zbus::MatchRule::builder()
+                .msg_type(zbus::message::Type::Signal)
+                .sender(MACHINED)?
+                .path(MACHINED_PATH)?
+                .interface(MACHINED_IFACE)?
+                .arg(0, m.name.clone())?
+                .build(),
+        ];
+        // Every message the connection receives, from now on.
+        let messages = zbus::blocking::MessageIterator::from(conn);
+        for rule in rules {
+            let add = zbus::Message::method_call("/org/freedesktop/DBus", "AddMatch")?
+                .destination("org.freedesktop.DBus")?
+                .interface("org.freedesktop.DBus")?
+                .build(&(rule.to_string(),))?;
+            conn.send(&add)?;
+        }
+        Ok(Watch {
+            messages,
+            unit,
+            name: m.name.clone(),
+        })
+    }
+
+    /// Watches in a thread of the helper; the helper's exit ends it.
+    fn start(
+        self,
+        leader: u32,
+        report: &Reporter,
+        creating: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let Ok(report) = report.try_clone() else {
+            return;
+        };
+        std::thread::spawn(move || {
+            let (mut placed, mut ours) = (false, false);
+            for msg in self.messages {
+                let Ok(msg) = msg else { return };
+                let header = msg.header();
+                if header.message_type() != zbus::message::Type::Signal {
+                    continue;
+                }
+                match header.member().map(|m| m.as_str()) {
+                    Some("JobRemoved") if !placed => {
+                        let done = msg
+                            .body()
+                            .deserialize::<(u32, zbus::zvariant::ObjectPath<'_>, &str, &str)>()
+                            .is_ok_and(|(_, _, unit, result)| {
+                                unit == self.unit && result == "done"
+                            });
+                        if done
+                            && creating.load(std::sync::atomic::Ordering::SeqCst)
+                            && in_unit(leader, &self.unit)
+                        {
+                            placed = true;
+                            report.send(&Report::Placed);
+                        }
+                    }
+                    Some(member @ ("MachineNew" | "MachineRemoved")) => {
+                        let ours_by_name = msg
+                            .body()
+                            .deserialize::<(&str, zbus::zvariant::ObjectPath<'_>)>()
+                            .is_ok_and(|(name, _)| name == self.name);
+                        if !ours_by_name {
+                            continue;
+                        }
+                        if member == "MachineNew" {
+                            ours = true;
+                        } else if ours {
+                            report.send(&Report::Done(Ok(Outcome::Registered {
+                                unit: self.unit.clone(),
+                            })));
+                            // SAFETY: ends the helper, whose main thread waits for a reply
+                            // that will not come; nothing of the supervisor's runs here.
+                            unsafe { libc::_exit(0) }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+/// Whether `pid` is in the cgroup of `unit` (on any hierarchy: they are set up alike).
+fn in_unit(pid: u32, unit: &str) -> bool {
+    let suffix = format!("/{unit}");
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| {
+        c.lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .any(|path| path.ends_with(&suffix))
+    })
 }
 
 /// The login session scope berth runs in, if any (nspawn refuses --keep-unit there too).
@@ -219,8 +416,7 @@ fn session_scope() -> Option<String> {
 /// helper is left to finish on its own, so berth's exit does not wait for the bus.
 pub fn unregister(name: &str, wait: bool) {
     let call = || {
-        let conn =
-            zbus::blocking::Connection::system().map_err(|e| RegisterError::Bus(e.to_string()))?;
+        let conn = system_bus().map_err(|e| RegisterError::Bus(e.to_string()))?;
         unregister_on(&conn, name)?;
         Ok(Outcome::Unregistered { machined: None })
     };
@@ -398,7 +594,7 @@ fn connect(mode: Mode) -> Result<Result<zbus::blocking::Connection, Outcome>, Re
     if mode == Mode::Auto && !system_bus_present() {
         return Ok(Err(Outcome::Unregistered { machined: None }));
     }
-    match zbus::blocking::Connection::system() {
+    match system_bus() {
         Ok(c) => Ok(Ok(c)),
         Err(e) => {
             let why = format!("system bus: {e}");
@@ -413,11 +609,25 @@ fn connect(mode: Mode) -> Result<Result<zbus::blocking::Connection, Outcome>, Re
     }
 }
 
+/// The system bus. A `unix:path=` address is connected here, synchronously: zbus would hand
+/// the connect(2) to a thread pool of its own, a thread and a millisecond for nothing.
+fn system_bus() -> zbus::Result<zbus::blocking::Connection> {
+    match system_bus_path() {
+        Some(path) => {
+            let stream =
+                std::os::unix::net::UnixStream::connect(path).map_err(zbus::Error::from)?;
+            zbus::blocking::connection::Builder::async_io_unix_stream(stream).build()
+        }
+        None => zbus::blocking::Connection::system(),
+    }
+}
+
 fn bus_register(
     conn: &zbus::blocking::Connection,
     mode: Mode,
     m: &Machine,
     props: &[Property],
+    machined_done: &dyn Fn(),
 ) -> Result<Outcome, RegisterError> {
     if !m.keep_unit
         && let Some(slice) = &m.slice
@@ -426,7 +636,7 @@ fn bus_register(
     }
     let machined = match mode {
         Mode::No => None,
-        _ => match create_machine(conn, m, props)? {
+        _ => match create_machine(conn, m, props).inspect(|_| machined_done())? {
             Ok(unit) => return Ok(Outcome::Registered { unit }),
             Err(why) if mode == Mode::Auto => Some(why),
             Err(why) => return Err(RegisterError::Unreachable(why)),
@@ -618,17 +828,18 @@ fn call_register(
 /// Whether the system bus socket exists (for a `unix:path=` address, the default one or
 /// $DBUS_SYSTEM_BUS_ADDRESS). Other address kinds count as present.
 pub fn system_bus_present() -> bool {
+    system_bus_path().is_none_or(|p| std::path::Path::new(&p).exists())
+}
+
+/// The socket of the system bus when its (first) address is a `unix:path=` one.
+fn system_bus_path() -> Option<String> {
     let addr = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
         .unwrap_or_else(|_| "unix:path=/var/run/dbus/system_bus_socket".into());
-    match addr
-        .split(';')
+    addr.split(';')
         .next()
         .and_then(|a| a.strip_prefix("unix:"))
         .and_then(|a| a.split(',').find_map(|kv| kv.strip_prefix("path=")))
-    {
-        Some(path) => std::path::Path::new(path).exists(),
-        None => true,
-    }
+        .map(str::to_string)
 }
 
 fn unit_property(
@@ -685,21 +896,46 @@ fn in_helper<F>(f: F) -> Result<Outcome, RegisterError>
 where
     F: FnOnce() -> Result<Outcome, RegisterError>,
 {
-    Helper::spawn(f)?.wait()
+    Helper::spawn(|_| f())?.wait()
+}
+
+/// What a helper tells the supervisor: one JSON line each, on a pipe.
+#[derive(Debug, Serialize, Deserialize)]
+enum Report {
+    /// The container's PID 1 is in its scope (see [`Placed::InScope`]).
+    Placed,
+    /// The result; the helper exits after it.
+    Done(Result<Outcome, RegisterError>),
+}
+
+/// The helper's end of the pipe. Lines are far shorter than PIPE_BUF, so the writes of the
+/// helper's threads never interleave.
+struct Reporter(std::fs::File);
+
+impl Reporter {
+    fn send(&self, r: &Report) {
+        let mut line = serde_json::to_string(r).unwrap_or_default();
+        line.push('\n');
+        let _ = (&self.0).write_all(line.as_bytes());
+    }
+
+    fn try_clone(&self) -> std::io::Result<Reporter> {
+        Ok(Reporter(self.0.try_clone()?))
+    }
 }
 
 /// A forked child doing D-Bus work: zbus's threads and allocations live and die there, and
 /// the supervisor stays single-threaded with no bus connection. Dropped without
-/// [`Helper::wait`], it is killed and reaped.
+/// [`Helper::wait`] or [`Helper::reap`], it is killed and reaped.
 pub struct Helper {
     child: Option<nix::unistd::Pid>,
-    answer: Option<OwnedFd>,
+    answer: std::io::BufReader<std::fs::File>,
 }
 
 impl Helper {
     fn spawn<F>(f: F) -> Result<Helper, RegisterError>
     where
-        F: FnOnce() -> Result<Outcome, RegisterError>,
+        F: FnOnce(&Reporter) -> Result<Outcome, RegisterError>,
     {
         let (rd, wr): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| RegisterError::Helper(e.to_string()))?;
@@ -708,69 +944,99 @@ impl Helper {
         match unsafe { nix::unistd::fork() }.map_err(|e| RegisterError::Helper(e.to_string()))? {
             nix::unistd::ForkResult::Child => {
                 drop(rd);
+                let report = Reporter(wr.into());
                 // A panic must not unwind out of the helper into a copy of the supervisor.
-                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&report)))
                     .unwrap_or_else(|_| Err(RegisterError::Helper("it panicked".into())));
-                let mut w = std::fs::File::from(wr);
-                let _ = w.write_all(serde_json::to_string(&res).unwrap_or_default().as_bytes());
-                drop(w);
-                // SAFETY: leaves the helper without running the parent's atexit handlers or
-                // destructors.
+                report.send(&Report::Done(res));
+                // SAFETY: leaves the helper (and its threads) without running the parent's
+                // atexit handlers or destructors.
                 unsafe { libc::_exit(0) }
             }
             nix::unistd::ForkResult::Parent { child } => Ok(Helper {
                 child: Some(child),
-                answer: Some(rd),
+                answer: std::io::BufReader::new(rd.into()),
             }),
         }
     }
 
-    /// The helper's result, waited for at most sd-bus's default method timeout: a hung bus
-    /// peer must not hang berth.
-    fn wait(mut self) -> Result<Outcome, RegisterError> {
-        let child = self.child.take().expect("waited once");
-        let answer = self.answer.take().expect("waited once");
-        let ready = {
-            let mut fds = [nix::poll::PollFd::new(
-                answer.as_fd(),
+    /// The helper's next report, waited for at most sd-bus's default method timeout: a hung
+    /// bus peer must not hang berth. On failure the helper is killed. None: `or` turned
+    /// readable first.
+    fn next(&mut self, or: Option<BorrowedFd<'_>>) -> Result<Option<Report>, RegisterError> {
+        use std::io::BufRead;
+        // A line may be buffered already (both reports can arrive in one read).
+        if !self.answer.buffer().contains(&b'\n') {
+            let mut fds = vec![nix::poll::PollFd::new(
+                self.answer.get_ref().as_fd(),
                 nix::poll::PollFlags::POLLIN,
             )];
-            loop {
+            fds.extend(or.map(|fd| nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)));
+            let ready = loop {
                 match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(25_000u16)) {
                     Err(nix::errno::Errno::EINTR) => continue,
                     other => break other,
                 }
+            };
+            if !matches!(ready, Ok(n) if n > 0) {
+                self.kill();
+                return Err(RegisterError::Helper(
+                    "no answer from the bus within 25 s".into(),
+                ));
             }
-        };
-        if !matches!(ready, Ok(n) if n > 0) {
-            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(child, None);
-            return Err(RegisterError::Helper(
-                "no answer from the bus within 25 s".into(),
-            ));
+            let answered = fds[0].revents().is_some_and(|r| !r.is_empty());
+            if !answered {
+                return Ok(None);
+            }
         }
-        let mut buf = String::new();
-        let read = std::fs::File::from(answer).read_to_string(&mut buf);
-        let status = loop {
+        let mut line = String::new();
+        match self.answer.read_line(&mut line) {
+            Ok(n) if n > 0 => serde_json::from_str(&line)
+                .map(Some)
+                .map_err(|e| RegisterError::Helper(e.to_string())),
+            Ok(_) => {
+                let status = self.reap();
+                Err(RegisterError::Helper(format!("it died ({status:?})")))
+            }
+            Err(e) => {
+                self.kill();
+                Err(RegisterError::Helper(e.to_string()))
+            }
+        }
+    }
+
+    /// The helper's result, after any earlier reports; the helper is reaped.
+    pub fn wait(mut self) -> Result<Outcome, RegisterError> {
+        loop {
+            if let Some(Report::Done(res)) = self.next(None)? {
+                self.reap();
+                return res;
+            }
+        }
+    }
+
+    /// Waits for the helper, which has answered, to exit.
+    pub fn reap(&mut self) -> Option<nix::sys::wait::WaitStatus> {
+        let child = self.child.take()?;
+        loop {
             match nix::sys::wait::waitpid(child, None) {
                 Err(nix::errno::Errno::EINTR) => continue,
-                other => break other,
+                other => return other.ok(),
             }
-        };
-        read.map_err(|e| RegisterError::Helper(e.to_string()))?;
-        if buf.is_empty() {
-            return Err(RegisterError::Helper(format!("it died ({status:?})")));
         }
-        serde_json::from_str(&buf).map_err(|e| RegisterError::Helper(e.to_string()))?
+    }
+
+    fn kill(&mut self) {
+        if let Some(child) = self.child {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        }
+        self.reap();
     }
 }
 
 impl Drop for Helper {
     fn drop(&mut self) {
-        if let Some(child) = self.child.take() {
-            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(child, None);
-        }
+        self.kill();
     }
 }
 

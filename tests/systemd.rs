@@ -259,6 +259,49 @@ fn container_sees_its_scope_as_cgroup_root() {
     );
 }
 
+/// berth lets the container go once systemd has started its scope, before machined answers
+/// CreateMachine; a payload that is done before that answer must still end berth promptly,
+/// with its own status, and leave nothing registered. (machined 252 drops the answer when
+/// the scope empties first, so waiting for it would hang until the bus timeout.)
+#[test]
+fn short_lived_registered_containers_end_promptly_and_leave_nothing() {
+    let img = img();
+    let names: Vec<String> = (0..16).map(|_| name("short")).collect();
+    for (i, n) in names.iter().enumerate() {
+        let code = (i % 4).to_string();
+        let started = Instant::now();
+        let out = rig_berth(&[
+            "--register=yes",
+            "-M",
+            n,
+            "-D",
+            &img,
+            "--pipe",
+            "-q",
+            "/bin/sh",
+            "-c",
+            &format!("exit {code}"),
+        ]);
+        // A hang here lasts the bus timeout, 25 s; a start takes tens of milliseconds.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "berth took {:?}: {out:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.code.to_string(), code, "{out:?}");
+        assert!(out.stderr.is_empty(), "{out:?}");
+    }
+    for n in &names {
+        assert!(eventually(10, || !registered(n)), "{n} still registered");
+        assert!(
+            eventually(10, || !rig_sh_status(&format!(
+                "systemctl is-active machine-{n}.scope"
+            ))),
+            "machine-{n}.scope still active"
+        );
+    }
+}
+
 #[test]
 fn machinectl_kill_hits_the_container_not_berth() {
     let n = name("kill");

@@ -255,11 +255,10 @@ fn launch(
         }
     }
     drop(parent_chan);
+    // The payload runs; machined's answer (if place() went on without it) comes before the
+    // container is reported ready. Refused now, the container is killed (Running's drop).
+    placement.confirm(ext, pid, container.pidfd())?;
     drop(lock_leftovers);
-    // What setup allocated is not needed while the container runs.
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe { libc::malloc_trim(0) };
-    shed_text();
 
     // The payload runs. A plain command is ready now; a booted system says so itself on
     // /run/host/notify, relayed by supervise().
@@ -276,30 +275,48 @@ fn launch(
     end
 }
 
-/// Drops the mappings of berth's own code pages while the container runs: the kernel's
-/// fault-around mapped far more of the binary than the event loop uses, and the supervisor
-/// should cost a sleeping container next to nothing. Only r-xp file mappings of the binary
-/// are touched: they are never written, so every page refaults unchanged from the page cache.
+/// Drops the mappings of berth's own binary while the container runs: the kernel's
+/// fault-around mapped far more of it than the event loop uses, and the supervisor should cost
+/// a sleeping container next to nothing. Only read-only file mappings of the binary with no
+/// private (relocated) pages are touched, so every page refaults unchanged from the page cache.
 fn shed_text() {
     let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
         return;
     };
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };
-    for line in maps.lines() {
+    let mut current: Option<(usize, usize)> = None;
+    // Collected first: code that runs after a range is dropped maps its pages back in.
+    let mut ranges = Vec::new();
+    for line in smaps.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 6 || f[1] != "r-xp" || std::path::Path::new(f[5]) != exe {
-            continue;
+        if f.first()
+            .is_some_and(|k| k.contains('-') && !k.ends_with(':'))
+        {
+            // A mapping's first line: "start-end perms offset dev inode path".
+            current = None;
+            if f.len() < 6 || !matches!(f[1], "r-xp" | "r--p") || std::path::Path::new(f[5]) != exe
+            {
+                continue;
+            }
+            let Some((a, b)) = f[0].split_once('-') else {
+                continue;
+            };
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                current = Some((a, b));
+            }
+        } else if f.first() == Some(&"Anonymous:")
+            && f.get(1) == Some(&"0")
+            && let Some(range) = current.take()
+        {
+            ranges.push(range);
         }
-        let Some((a, b)) = f[0].split_once('-') else {
-            continue;
-        };
-        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
-            continue;
-        };
-        // SAFETY: the range is a read-only, executable, file-backed private mapping of our
-        // own binary; MADV_DONTNEED only drops page-table entries that refault from the file.
+    }
+    for (a, b) in ranges {
+        // SAFETY: the range is a read-only, file-backed private mapping of our own binary
+        // with no private pages; MADV_DONTNEED only drops page-table entries that refault
+        // from the file.
         unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
     }
 }
@@ -309,6 +326,10 @@ struct Running {
 }
 
 impl Running {
+    fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_ref().expect("running").as_fd()
+    }
+
     fn signal(&self, sig: i32) {
         if let Some(fd) = &self.pidfd {
             let _ = sys::pidfd_send_signal(fd.as_fd(), sig);
@@ -406,6 +427,7 @@ fn supervise(
     let mut kill_sent = false;
     let mut buf = vec![0u8; 16 * 1024];
     let pidfd = c.pidfd.as_ref().expect("running").as_raw_fd();
+    let mut shed = false;
     loop {
         // SAFETY: the fds outlive this iteration.
         let (pfd, sfd) = unsafe {
@@ -431,6 +453,15 @@ fn supervise(
         let notify_idx = fds.len();
         if let Some(n) = &notify {
             fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
+        }
+        if !shed {
+            // Right before the supervisor first sleeps: what it runs from here until it
+            // wakes up is the little it keeps resident.
+            shed = true;
+            // What setup allocated is not needed while the container runs.
+            // SAFETY: malloc_trim only returns free heap pages to the kernel.
+            unsafe { libc::malloc_trim(0) };
+            shed_text();
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::errno::Errno::EINTR) => continue,

@@ -658,9 +658,9 @@ fn while_unit_exists<T>(mut f: impl FnMut() -> Result<T, zbus::Error>) -> Result
     let mut waits = 0;
     loop {
         match f() {
-            Err(e) if waits < 100 && dbus_error_name(&e).as_deref() == Some(UNIT_EXISTS) => {
+            Err(e) if waits < 400 && dbus_error_name(&e).as_deref() == Some(UNIT_EXISTS) => {
                 waits += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
             other => return other,
         }

@@ -313,6 +313,34 @@ fn system_call_filter_denies_on_top_of_the_default() {
     assert_eq!(o.stdout, "rc=0\n", "{o:?}");
 }
 
+/// nspawn --keep-unit splits the cgroup it runs in into payload/ and supervisor/ and leaves
+/// both behind; run from the root cgroup (CI), that is at the roots of the hierarchies.
+/// Removes the ones that were not there before, also when the test fails.
+struct NspawnSplit(Vec<std::path::PathBuf>);
+
+impl NspawnSplit {
+    fn before() -> NspawnSplit {
+        let dirs = [
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup/systemd",
+        ]
+        .iter()
+        .flat_map(|root| ["payload", "supervisor"].map(|d| Path::new(root).join(d)))
+        .filter(|d| !d.exists())
+        .collect();
+        NspawnSplit(dirs)
+    }
+}
+
+impl Drop for NspawnSplit {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 /// Issue 8's measure: how many of the attempts each runtime blocks with its defaults, on the
 /// same tree and probe. Prints both counts; berth must block every one.
 #[test]
@@ -323,6 +351,7 @@ fn count_blocked_attempts_berth_vs_nspawn() {
         .expect("systemd-nspawn (apt-get install systemd-container)");
     let tmp = TempDir::new("nspawn");
     let tree = busybox_copy(tmp.path());
+    let _split = NspawnSplit::before();
     let mut berth_blocked = 0;
     let mut nspawn_blocked = 0;
     let mut nspawn_let_through = Vec::new();

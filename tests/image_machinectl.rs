@@ -5,25 +5,10 @@
 mod rig;
 mod support;
 
-use std::process::Stdio;
+use rig::shared_sh_ok as rig_sh;
 use support::{busybox, rand_suffix};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
-
-fn rig_sh(script: &str) -> String {
-    let o = rig::shared_cmd("bash")
-        .args(["-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "in the rig: {script}\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 #[test]
 fn machinectl_sees_imported_images() {

@@ -6,6 +6,7 @@
 mod rig;
 mod support;
 
+use rig::shared_sh_ok as rig_sh;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,23 +28,6 @@ fn rig_berth(args: &[&str]) -> Out {
         .output()
         .expect("nsenter berth");
     Out::from(o)
-}
-
-/// A shell script inside the rig; returns stdout, panics unless it succeeds.
-fn rig_sh(script: &str) -> String {
-    let o = rig::shared_cmd("bash")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "in the rig: {script}\nstatus {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn rig_sh_status(script: &str) -> bool {

@@ -72,15 +72,7 @@ impl Rig {
 
     /// `bash -c SCRIPT` inside the rig; panics unless it succeeds; returns its stdout.
     pub fn sh_ok(&self, script: &str) -> String {
-        let out = self.sh(script);
-        assert!(
-            out.status.success(),
-            "in the rig: {script}\nstatus {:?}\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout_of_success(script, self.sh(script))
     }
 
     pub fn stop(mut self) {
@@ -156,6 +148,27 @@ pub fn shared_cmd<S: AsRef<OsStr>>(prog: S) -> Command {
     let mut c = Command::new("nsenter");
     c.arg("-t").arg(pid.to_string()).arg("-a").arg(prog);
     c
+}
+
+/// `bash -c SCRIPT` inside the shared rig; panics unless it succeeds; returns its stdout.
+pub fn shared_sh_ok(script: &str) -> String {
+    let out = shared_cmd("bash")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("nsenter");
+    stdout_of_success(script, out)
+}
+
+fn stdout_of_success(script: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "in the rig: {script}\nstatus {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A minimal root tree from the host's static busybox: /bin/busybox and its applets as

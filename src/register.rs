@@ -235,18 +235,12 @@ impl InScope {
     /// which is all machined waits for before it answers success; and once the scope empties
     /// machined may drop the machine without answering at all.
     pub fn outcome(mut self, ended: BorrowedFd<'_>) -> Result<Outcome, RegisterError> {
-        loop {
-            match self.helper.next(Some(ended))? {
-                Some(Report::Done(res)) => {
-                    self.helper.reap();
-                    return res;
-                }
-                Some(Report::Placed) => {}
-                None => {
-                    // The helper's remaining bus traffic is of no use any more.
-                    self.helper.kill();
-                    return Ok(Outcome::Registered { unit: self.unit });
-                }
+        match self.helper.result(Some(ended))? {
+            Some(res) => res,
+            None => {
+                // The helper's remaining bus traffic is of no use any more.
+                self.helper.kill();
+                Ok(Outcome::Registered { unit: self.unit })
             }
         }
     }
@@ -1007,10 +1001,23 @@ impl Helper {
 
     /// The helper's result, after any earlier reports; the helper is reaped.
     pub fn wait(mut self) -> Result<Outcome, RegisterError> {
+        self.result(None)?.expect("nothing else is polled")
+    }
+
+    /// The helper's result, after any earlier reports, and the helper reaped; None if `or`
+    /// turned readable first.
+    fn result(
+        &mut self,
+        or: Option<BorrowedFd<'_>>,
+    ) -> Result<Option<Result<Outcome, RegisterError>>, RegisterError> {
         loop {
-            if let Some(Report::Done(res)) = self.next(None)? {
-                self.reap();
-                return res;
+            match self.next(or)? {
+                Some(Report::Done(res)) => {
+                    self.reap();
+                    return Ok(Some(res));
+                }
+                Some(Report::Placed) => {}
+                None => return Ok(None),
             }
         }
     }

@@ -56,6 +56,12 @@ fn main() -> ExitCode {
 fn run(cli: cli::Cli) -> anyhow::Result<u8> {
     match cli.command {
         cli::Command::Run(mut args) => {
+            // The bus helper connects while the spec is built and the container set up (the
+            // spec decides; unused, it is dropped). Not forking it here is no error: placing
+            // the container forks one then.
+            let bus = register::asks_bus(args.register, args.keep_unit)
+                .then(|| register::Connecting::start(!args.keep_unit).ok())
+                .flatten();
             // -M NAME without -D: the image NAME from the store
             let image = match (&args.directory, &args.machine) {
                 (None, Some(name)) => {
@@ -74,7 +80,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<u8> {
                 Some(r) => image::lock::for_run(r.path())?,
                 None => None,
             };
-            Ok(container::run(&spec)?)
+            Ok(container::run(&spec, bus)?)
         }
         cli::Command::Completion(args) => {
             let mut out = Vec::new();

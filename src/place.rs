@@ -11,7 +11,7 @@
 //! away with its processes).
 
 use crate::cgroup::Cgroup;
-use crate::register::{self, Machine, Mode, Outcome};
+use crate::register::{self, Machine, Outcome};
 use crate::spec::ext::Berth;
 use crate::spec::systemd::MachineSettings;
 use oci_spec::runtime::Spec;
@@ -31,8 +31,11 @@ pub struct Placement {
     settings: MachineSettings,
     /// The registration (or scope) started before clone, handed the container by place().
     pending: Option<register::Pending>,
-    /// The helper that answered place(), reaped by confirm().
+    /// The helper that answered place(), let go by confirm().
     answered: Option<register::Helper>,
+    /// Bus helpers that have answered and exit on their own, reaped once the container runs
+    /// ([`Self::reap_helpers`]) or on release.
+    helpers: Vec<register::Helper>,
     /// The registration whose answer confirm() still waits for: the container is in its scope.
     in_scope: Option<register::InScope>,
     cgroup: Option<Cgroup>,
@@ -48,18 +51,18 @@ pub struct Placement {
 impl Placement {
     /// Reads the settings and, when berth will make the cgroup itself for sure (neither
     /// machined nor systemd will be asked), makes it now, limits applied.
-    pub fn prepare(spec: &Spec, ext: &Berth) -> Result<Placement, PlaceError> {
+    /// `bus`: a bus helper forked early ([`register::Connecting`]), used if the bus is asked.
+    pub fn prepare(
+        spec: &Spec,
+        ext: &Berth,
+        bus: Option<register::Connecting>,
+    ) -> Result<Placement, PlaceError> {
         let settings = MachineSettings::from_spec(spec)?;
         let props = settings.parsed_properties()?;
-        // Known before clone that systemd will not be asked (no system bus, or --register=no
-        // without systemd or under --keep-unit): the container is then born in berth's own
-        // cgroup (CLONE_INTO_CGROUP); moving it in afterwards waits for an RCU grace period,
-        // milliseconds on a busy host.
-        let own = match settings.register {
-            Mode::No => settings.keep_unit || !register::systemd_present(),
-            Mode::Auto => !register::system_bus_present(),
-            Mode::Yes => false,
-        };
+        // Known before clone that systemd will not be asked: the container is then born in
+        // berth's own cgroup (CLONE_INTO_CGROUP); moving it in afterwards waits for an RCU
+        // grace period, milliseconds on a busy host.
+        let own = !register::asks_bus(settings.register, settings.keep_unit);
         let (cgroup, pending) = if own {
             // (None where berth sees no cgroup of its own and no limit needs one: the
             // container then stays in berth's.)
@@ -70,13 +73,15 @@ impl Placement {
             )
         } else {
             // Otherwise the bus is asked: its helper connects while the container is set up.
-            let pending = register::begin(settings.register, &machine(spec, ext, &settings))?;
+            let m = machine(spec, ext, &settings);
+            let pending = register::begin(settings.register, &m, bus)?;
             (None, pending)
         };
         Ok(Placement {
             settings,
             pending: Some(pending),
             answered: None,
+            helpers: Vec::new(),
             in_scope: None,
             cgroup,
             born_in_cgroup: false,
@@ -128,14 +133,22 @@ impl Placement {
         leader: libc::pid_t,
         ended: BorrowedFd<'_>,
     ) -> Result<(), PlaceError> {
-        if let Some(mut helper) = self.answered.take() {
-            helper.reap();
-        }
+        // The helpers exit on their own; waiting for that would only delay the container.
+        self.helpers.extend(self.answered.take());
         if let Some(scope) = self.in_scope.take() {
-            let outcome = scope.outcome(ended)?;
+            let (outcome, helper) = scope.outcome(ended)?;
+            self.helpers.push(helper);
             self.settle(ext, leader, outcome)?;
         }
         Ok(())
+    }
+
+    /// Reaps the bus helpers confirm() let go (exited by now, as the container has run for a
+    /// while).
+    pub fn reap_helpers(&mut self) {
+        for mut h in self.helpers.drain(..) {
+            h.reap();
+        }
     }
 
     fn settle(
@@ -186,11 +199,17 @@ impl Placement {
     }
 
     /// Ends the registration and removes berth's cgroup now (the same happens on drop). With
-    /// `wait` false berth does not wait for machined's answer: a container that is not started
-    /// again under the same name needs none (its scope ends with its processes anyway).
+    /// `wait` false (berth is on its way out) berth waits neither for machined's answer nor for
+    /// its bus helpers to be gone: a container that is not started again under the same name
+    /// needs neither (its scope ends with its processes anyway).
     pub fn release(&mut self, wait: bool) {
         if let Some(name) = self.registered.take() {
             register::unregister(&name, wait);
+        }
+        if wait {
+            self.reap_helpers();
+        } else {
+            self.helpers.drain(..).for_each(register::Helper::abandon);
         }
         self.cgroup = None;
         if let Some(p) = self.payload_cgroup.take() {

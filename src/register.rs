@@ -18,7 +18,7 @@
 
 use crate::property::{Property, Value};
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 const MACHINED: &str = "org.freedesktop.machine1";
@@ -132,21 +132,60 @@ pub fn systemd_present() -> bool {
     std::path::Path::new("/run/systemd/system").is_dir() && system_bus_present()
 }
 
+/// Whether placing a container asks the bus (machined, or systemd for a scope). Where it does
+/// not (no system bus; `--register=no` without systemd or under `--keep-unit`), berth makes
+/// the container's cgroup itself.
+pub fn asks_bus(mode: Mode, keep_unit: bool) -> bool {
+    match mode {
+        Mode::No => !keep_unit && systemd_present(),
+        Mode::Auto => system_bus_present(),
+        Mode::Yes => true,
+    }
+}
+
+/// A bus helper forked ahead of [`begin`], as soon as berth has parsed its command line: it
+/// connects to the system bus (a handshake of a millisecond or two, most of it the bus
+/// daemon's) while berth builds the spec and sets the container up, and [`begin`] tells it
+/// what to register. Dropped unused, it is killed before it has asked the bus anything.
+pub struct Connecting {
+    helper: Helper,
+    /// Where the helper reads its [`Request`] and then the container's PID 1.
+    requests: OwnedFd,
+}
+
+impl Connecting {
+    /// Forks the helper. `prime`: systemd will move the container's PID 1 into a scope, so
+    /// the helper first starts the kernel's wait that such a move costs (see
+    /// [`crate::cgroup::prime_migration`]).
+    pub fn start(prime: bool) -> Result<Connecting, RegisterError> {
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| RegisterError::Helper(e.to_string()))?;
+        let helper = Helper::spawn(move |report| serve(rd, prime, report))?;
+        Ok(Connecting {
+            helper,
+            requests: wr,
+        })
+    }
+}
+
+/// What [`begin`] tells the helper, as the first JSON line on its requests pipe. The second
+/// line is the container's PID 1 on the host.
+#[derive(Serialize, Deserialize)]
+struct Request {
+    mode: Mode,
+    machine: Machine,
+}
+
 /// Starts registering the machine per `mode`, or putting it into a transient scope of systemd's
 /// where it is not registered (see the module's text), before the container exists: the helper
-/// connects to the bus while berth sets the container up, and waits for its PID 1, which
-/// [`Pending::place`] hands over (`m.leader` is ignored here). Bad arguments are refused here,
-/// with no bus involved. On any error nothing is left registered.
-pub fn begin(mode: Mode, m: &Machine) -> Result<Pending, RegisterError> {
-    if mode == Mode::No && (m.keep_unit || !systemd_present()) {
+/// (`early`, or one forked now) connects to the bus while berth sets the container up, and
+/// waits for its PID 1, which [`Pending::place`] hands over (`m.leader` is ignored here). Bad
+/// arguments are refused here, with no bus involved. On any error nothing is left registered.
+pub fn begin(mode: Mode, m: &Machine, early: Option<Connecting>) -> Result<Pending, RegisterError> {
+    if mode == Mode::No && !asks_bus(mode, m.keep_unit) {
         return Ok(Pending::Done(Outcome::Unregistered { machined: None }));
     }
-    let props = m
-        .properties
-        .iter()
-        .map(|a| crate::property::parse(a))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| RegisterError::Property(e.to_string()))?;
+    parse_properties(m)?;
     if let Some(s) = &m.slice
         && !m.keep_unit
         && (!s.ends_with(".slice") || s.len() <= ".slice".len() || s.contains('/'))
@@ -158,45 +197,84 @@ pub fn begin(mode: Mode, m: &Machine) -> Result<Pending, RegisterError> {
     {
         return Err(RegisterError::KeepUnitSession(session));
     }
-    let (leader_rd, leader_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| RegisterError::Helper(e.to_string()))?;
-    let unit = scope_name(&m.name);
-    let mut m = m.clone();
-    let helper = Helper::spawn(move |report| {
-        // systemd will move the container's PID 1 into its scope; see prime_migration.
-        if !m.keep_unit {
-            std::thread::spawn(crate::cgroup::prime_migration);
-        }
-        let conn = connect(mode);
-        // Watching for the scope before the container's PID 1 is known, so that this bus
-        // round trip overlaps with the container's setup too.
-        let watch = match &conn {
-            Ok(Ok(c)) if !m.keep_unit && mode != Mode::No => Watch::new(c, &m).ok(),
-            _ => None,
-        };
-        // The container's PID 1, once it exists; end of file: berth gave up before that.
-        let mut pid = [0u8; 4];
-        std::fs::File::from(leader_rd)
-            .read_exact(&mut pid)
-            .map_err(|_| RegisterError::Helper("the container was not started".into()))?;
-        m.leader = u32::from_ne_bytes(pid);
-        // Set while CreateMachine is under way: a scope that systemd starts for berth itself
-        // afterwards (machined not there) is no sign of a registration.
-        let creating = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        if let Some(watch) = watch {
-            watch.start(m.leader, report, creating.clone());
-        }
-        let machined_done = || creating.store(false, std::sync::atomic::Ordering::SeqCst);
-        match conn? {
-            Ok(conn) => bus_register(&conn, mode, &m, &props, &machined_done),
-            Err(outcome) => Ok(outcome),
-        }
-    })?;
+    let Connecting { helper, requests } = match early {
+        Some(c) => c,
+        None => Connecting::start(!m.keep_unit)?,
+    };
+    let request = Request {
+        mode,
+        machine: m.clone(),
+    };
+    // A helper that died already says so when place() waits for its report.
+    let _ = send_line(requests.as_fd(), &request);
     Ok(Pending::Started {
         helper,
-        leader: leader_wr,
-        unit,
+        leader: requests,
+        unit: scope_name(&m.name),
     })
+}
+
+fn parse_properties(m: &Machine) -> Result<Vec<Property>, RegisterError> {
+    m.properties
+        .iter()
+        .map(|a| crate::property::parse(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| RegisterError::Property(e.to_string()))
+}
+
+fn send_line<T: Serialize>(fd: BorrowedFd<'_>, what: &T) -> std::io::Result<()> {
+    let mut line = serde_json::to_string(what).map_err(std::io::Error::other)?;
+    line.push('\n');
+    std::fs::File::from(fd.try_clone_to_owned()?).write_all(line.as_bytes())
+}
+
+/// The next JSON line from `r`; None at end of file.
+fn read_line<T: serde::de::DeserializeOwned>(
+    r: &mut impl std::io::BufRead,
+) -> Result<Option<T>, RegisterError> {
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) => Ok(None),
+        Ok(_) => serde_json::from_str(&line)
+            .map(Some)
+            .map_err(|e| RegisterError::Helper(e.to_string())),
+        Err(e) => Err(RegisterError::Helper(e.to_string())),
+    }
+}
+
+/// The helper's work: connect, learn what to register, watch, register.
+fn serve(requests: OwnedFd, prime: bool, report: &Reporter) -> Result<Outcome, RegisterError> {
+    if prime {
+        std::thread::spawn(crate::cgroup::prime_migration);
+    }
+    let bus = system_bus();
+    let mut requests = std::io::BufReader::new(std::fs::File::from(requests));
+    // End of file: berth gave up before it got that far.
+    let gone = || RegisterError::Helper("the container was not started".into());
+    let Request {
+        mode,
+        machine: mut m,
+    } = read_line(&mut requests)?.ok_or_else(gone)?;
+    let props = parse_properties(&m)?;
+    let conn = connect(mode, bus);
+    // Watching for the scope before the container's PID 1 is known, so that this bus traffic
+    // overlaps with the container's setup too.
+    let watch = match &conn {
+        Ok(Ok(c)) if !m.keep_unit && mode != Mode::No => Watch::new(c, &m).ok(),
+        _ => None,
+    };
+    m.leader = read_line(&mut requests)?.ok_or_else(gone)?;
+    // Set while CreateMachine is under way: a scope that systemd starts for berth itself
+    // afterwards (machined not there) is no sign of a registration.
+    let creating = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    if let Some(watch) = watch {
+        watch.start(m.leader, report, creating.clone());
+    }
+    let machined_done = || creating.store(false, std::sync::atomic::Ordering::SeqCst);
+    match conn? {
+        Ok(conn) => bus_register(&conn, mode, &m, &props, &machined_done),
+        Err(outcome) => Ok(outcome),
+    }
 }
 
 /// A registration [`begin`] started.
@@ -233,14 +311,15 @@ impl InScope {
     /// machined's answer; or, if `ended` (the container's pidfd) turns readable first, the
     /// registration as it stands, without waiting further. The scope's start job ended "done",
     /// which is all machined waits for before it answers success; and once the scope empties
-    /// machined may drop the machine without answering at all.
-    pub fn outcome(mut self, ended: BorrowedFd<'_>) -> Result<Outcome, RegisterError> {
+    /// machined may drop the machine without answering at all. Also returns the helper, which
+    /// is exiting, still to be reaped.
+    pub fn outcome(mut self, ended: BorrowedFd<'_>) -> Result<(Outcome, Helper), RegisterError> {
         match self.helper.result(Some(ended))? {
-            Some(res) => res,
+            Some(res) => res.map(|outcome| (outcome, self.helper)),
             None => {
                 // The helper's remaining bus traffic is of no use any more.
-                self.helper.kill();
-                Ok(Outcome::Registered { unit: self.unit })
+                self.helper.stop();
+                Ok((Outcome::Registered { unit: self.unit }, self.helper))
             }
         }
     }
@@ -258,7 +337,8 @@ impl Pending {
                 leader: w,
                 unit,
             } => {
-                let sent = std::fs::File::from(w).write_all(&leader.to_ne_bytes());
+                let sent = send_line(w.as_fd(), &leader);
+                drop(w);
                 let report = helper.next(None);
                 sent.map_err(|e| RegisterError::Helper(e.to_string()))?;
                 match report? {
@@ -433,23 +513,25 @@ fn unregister_on(conn: &zbus::blocking::Connection, name: &str) -> Result<(), Re
     Ok(())
 }
 
-/// Runs `f` in a grandchild that nobody waits for (it is reparented when its parent exits at
-/// once), so the caller goes on immediately.
+/// Runs `f` in a child that berth does not wait for: the caller is on its way out, and the
+/// child, adopted when berth exits, finishes on its own. Its stdio goes to /dev/null, so that
+/// nobody reading berth's output waits for it either.
 fn detached<F: FnOnce() -> Result<Outcome, RegisterError>>(f: F) {
-    // SAFETY: as in_helper: the supervisor is single-threaded; the children only run `f`.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => {
-            // SAFETY: as above.
-            if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    // SAFETY: as in_helper: the supervisor is single-threaded; the child only runs `f`.
+    if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+        if let Ok(null) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        {
+            for fd in 0..3 {
+                // SAFETY: dup2 onto the standard descriptors of this child alone.
+                unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
             }
-            // SAFETY: leaves without running the supervisor's destructors.
-            unsafe { libc::_exit(0) }
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => {
-            let _ = nix::sys::wait::waitpid(child, None);
-        }
-        Err(_) => {}
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        // SAFETY: leaves without running the supervisor's destructors.
+        unsafe { libc::_exit(0) }
     }
 }
 
@@ -583,12 +665,15 @@ fn scope_properties(
     out
 }
 
-/// The system bus, or the outcome berth settles for without it.
-fn connect(mode: Mode) -> Result<Result<zbus::blocking::Connection, Outcome>, RegisterError> {
+/// The system bus (`bus`, connected already), or the outcome berth settles for without it.
+fn connect(
+    mode: Mode,
+    bus: zbus::Result<zbus::blocking::Connection>,
+) -> Result<Result<zbus::blocking::Connection, Outcome>, RegisterError> {
     if mode == Mode::Auto && !system_bus_present() {
         return Ok(Err(Outcome::Unregistered { machined: None }));
     }
-    match system_bus() {
+    match bus {
         Ok(c) => Ok(Ok(c)),
         Err(e) => {
             let why = format!("system bus: {e}");
@@ -938,6 +1023,13 @@ impl Helper {
         match unsafe { nix::unistd::fork() }.map_err(|e| RegisterError::Helper(e.to_string()))? {
             nix::unistd::ForkResult::Child => {
                 drop(rd);
+                // The signals the supervisor handles are its own business (a ^C on the
+                // terminal reaches the helper too), however early the helper was forked.
+                let mut handled = nix::sys::signal::SigSet::empty();
+                for s in crate::container::HANDLED_SIGNALS {
+                    handled.add(s);
+                }
+                let _ = handled.thread_block();
                 let report = Reporter(wr.into());
                 // A panic must not unwind out of the helper into a copy of the supervisor.
                 let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&report)))
@@ -1001,28 +1093,27 @@ impl Helper {
 
     /// The helper's result, after any earlier reports; the helper is reaped.
     pub fn wait(mut self) -> Result<Outcome, RegisterError> {
-        self.result(None)?.expect("nothing else is polled")
+        let res = self.result(None)?.expect("nothing else is polled");
+        self.reap();
+        res
     }
 
-    /// The helper's result, after any earlier reports, and the helper reaped; None if `or`
-    /// turned readable first.
+    /// The helper's result, after any earlier reports (the helper exits after it); None if
+    /// `or` turned readable first.
     fn result(
         &mut self,
         or: Option<BorrowedFd<'_>>,
     ) -> Result<Option<Result<Outcome, RegisterError>>, RegisterError> {
         loop {
             match self.next(or)? {
-                Some(Report::Done(res)) => {
-                    self.reap();
-                    return Ok(Some(res));
-                }
+                Some(Report::Done(res)) => return Ok(Some(res)),
                 Some(Report::Placed) => {}
                 None => return Ok(None),
             }
         }
     }
 
-    /// Waits for the helper, which has answered, to exit.
+    /// Waits for the helper, which has answered (or was stopped), to exit.
     pub fn reap(&mut self) -> Option<nix::sys::wait::WaitStatus> {
         let child = self.child.take()?;
         loop {
@@ -1033,11 +1124,26 @@ impl Helper {
         }
     }
 
-    fn kill(&mut self) {
+    /// Kills the helper, without waiting for it to be gone.
+    fn stop(&self) {
         if let Some(child) = self.child {
             let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
         }
+    }
+
+    fn kill(&mut self) {
+        self.stop();
         self.reap();
+    }
+
+    /// On berth's way out: reaps the helper (which has answered, or was stopped) if it is
+    /// gone, and otherwise leaves it, exiting, to whoever adopts it when berth exits. Tearing
+    /// down a helper's threads and memory takes a few tenths of a millisecond, which need not
+    /// delay berth's exit.
+    pub fn abandon(mut self) {
+        if let Some(child) = self.child.take() {
+            let _ = nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
     }
 }
 

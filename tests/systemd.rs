@@ -1098,7 +1098,8 @@ fn without_machined_register_yes_fails_and_auto_says_so() {
 }
 
 /// Once the payload runs, the supervisor has shed its setup: no control channel, no bus
-/// connection, no zbus threads, and (release builds) at most 2 MiB resident.
+/// connection, no zbus threads, no bus helper (not even a zombie: its only child is the
+/// container), and (release builds) at most 2 MiB resident.
 fn assert_supervisor_small(pid: i32) {
     let sockets = || -> Vec<String> {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -1124,6 +1125,12 @@ fn assert_supervisor_small(pid: i32) {
         .and_then(|v| v.trim().parse().ok())
         .unwrap();
     assert_eq!(threads, 1, "no zbus threads in the supervisor");
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    assert_eq!(
+        children.split_whitespace().count(),
+        1,
+        "the supervisor's children: {children:?} (the container only)"
+    );
     if cfg!(debug_assertions) {
         eprintln!("supervisor RSS (debug build): {rss_kb} KiB");
     } else {

@@ -385,11 +385,37 @@ fn enable_v2_controller(parent: &Path, ctrl: &str, assignment: &str) -> Result<(
 /// container's PID 1 into its scope, which then need not start a grace period of its own.
 /// Blocks for the grace period; best effort (no cgroup of its own in sight: nothing).
 pub fn prime_migration() {
-    let Ok(hs) = hierarchies() else {
-        return;
+    // One hierarchy is enough, the lock is shared by all. Where the cgroup2 one is mounted
+    // where systemd mounts it, it is found without reading the mount table: this runs first
+    // thing, and every 0.1 ms it starts later is waited for.
+    let me = std::process::id().to_string();
+    let write = |procs: &Path| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(procs)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, me.as_bytes()))
+            .is_ok()
     };
-    if let Some(h) = hs.iter().find(|h| h.own.join("cgroup.procs").exists()) {
-        let _ = fs::write(h.own.join("cgroup.procs"), std::process::id().to_string());
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    if let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::"))
+        && ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .iter()
+            .any(|m| {
+                write(
+                    &Path::new(m)
+                        .join(path.trim_start_matches('/'))
+                        .join("cgroup.procs"),
+                )
+            })
+    {
+        return;
+    }
+    if let Some(h) = hierarchies()
+        .unwrap_or_default()
+        .iter()
+        .find(|h| h.own.join("cgroup.procs").exists())
+    {
+        write(&h.own.join("cgroup.procs"));
     }
 }
 

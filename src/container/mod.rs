@@ -88,6 +88,14 @@ fn clone_flags(spec: &Spec) -> u64 {
     flags
 }
 
+/// The signals the supervisor takes through its signalfd (and its helpers keep blocked).
+pub const HANDLED_SIGNALS: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGWINCH,
+];
+
 /// Runs the container to completion and returns the exit status berth should report.
 /// How the container's init ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,18 +107,13 @@ pub enum End {
 /// Runs the container to completion and returns the exit status berth should report. A
 /// booted system that reboots (its init killed by SIGHUP, which is how the kernel reports
 /// reboot(2) in a PID namespace) is started again, as nspawn does.
-pub fn run(spec: &Spec) -> anyhow::Result<u8> {
+pub fn run(spec: &Spec, mut bus: Option<crate::register::Connecting>) -> anyhow::Result<u8> {
     let ext = Berth::from_spec(spec)?;
     let bpf = seccomp::compile(spec)?;
 
     // Signals are taken through a signalfd; block them before clone so none is lost.
     let mut handled = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGWINCH,
-    ] {
+    for s in HANDLED_SIGNALS {
         handled.add(s);
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled), None)
@@ -120,7 +123,8 @@ pub fn run(spec: &Spec) -> anyhow::Result<u8> {
 
     let keep_unit = crate::spec::systemd::MachineSettings::from_spec(spec)?.keep_unit;
     loop {
-        let end = launch(spec, &ext, bpf.as_ref(), &sigfd)?;
+        // A bus helper forked early serves the first life only.
+        let end = launch(spec, &ext, bpf.as_ref(), &sigfd, bus.take())?;
         return Ok(match (ext.boot, end) {
             // Under a unit (--keep-unit) the unit restarts it: RestartForceExitStatus=133.
             (true, End::Killed(libc::SIGHUP)) if keep_unit => 133,
@@ -146,13 +150,14 @@ fn launch(
     ext: &Berth,
     bpf: Option<&crate::seccomp::Bpf>,
     sigfd: &SignalFd,
+    bus: Option<crate::register::Connecting>,
 ) -> anyhow::Result<End> {
     // Where the container will live (systemd integration, src/place.rs). Declared before the
     // container so it is dropped after it: unregistering and removing the cgroup come last.
-    // First, too: its bus helper is forked here and should inherit none of the fds below (the
-    // container's end of the control socket above all, whose end of file tells that the
-    // payload was executed).
-    let mut placement = crate::place::Placement::prepare(spec, ext)?;
+    // First, too: a bus helper forked here (where none was forked early) should inherit none
+    // of the fds below (the container's end of the control socket above all, whose end of
+    // file tells that the payload was executed).
+    let mut placement = crate::place::Placement::prepare(spec, ext, bus)?;
 
     let (parent_chan, child_chan) = msg::pair().map_err(sys_err("creating the control socket"))?;
 
@@ -267,13 +272,19 @@ fn launch(
     } else {
         format!("READY=1\nSTATUS=Container running.\nX_BERTH_LEADER_PID={pid}")
     });
-    let end = supervise(&mut container, ext, master, notify, sigfd);
+    let end = supervise(&mut container, ext, master, notify, sigfd, &mut || {
+        placement.reap_helpers()
+    });
     crate::notify::notify("STATUS=Container stopped.");
     drop(container);
     // A booted system may reboot into a new life under the same name: wait for machined then.
     placement.release(ext.boot);
     end
 }
+
+/// How long the container runs with the supervisor idle before the supervisor sheds what
+/// setup left resident (heap, pages of its binary).
+const SHED_AFTER_MS: u16 = 50;
 
 /// Drops the mappings of berth's own binary while the container runs: the kernel's
 /// fault-around mapped far more of it than the event loop uses, and the supervisor should cost
@@ -389,13 +400,15 @@ fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> bool {
     true
 }
 
-/// The supervisor's loop: console relay, signals, and the container's end.
+/// The supervisor's loop: console relay, signals, and the container's end. `idle` runs once,
+/// when the container has run quietly for a while.
 fn supervise(
     c: &mut Running,
     ext: &Berth,
     master: Option<OwnedFd>,
     notify: Option<OwnedFd>,
     sigfd: &SignalFd,
+    idle: &mut dyn FnMut(),
 ) -> anyhow::Result<End> {
     let stdout = std::io::stdout();
     let interactive = ext.console == ConsoleMode::Interactive && master.is_some();
@@ -454,16 +467,13 @@ fn supervise(
         if let Some(n) = &notify {
             fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
         }
-        if !shed {
-            // Right before the supervisor first sleeps: what it runs from here until it
-            // wakes up is the little it keeps resident.
-            shed = true;
-            // What setup allocated is not needed while the container runs.
-            // SAFETY: malloc_trim only returns free heap pages to the kernel.
-            unsafe { libc::malloc_trim(0) };
-            shed_text();
-        }
-        match poll(&mut fds, PollTimeout::NONE) {
+        // Until it is shed, the supervisor sleeps for SHED_AFTER at most.
+        let timeout = if shed {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::from(SHED_AFTER_MS)
+        };
+        match poll(&mut fds, timeout) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
                 return Err(LaunchError::Sys {
@@ -471,6 +481,18 @@ fn supervise(
                     source: e,
                 }
                 .into());
+            }
+            Ok(0) => {
+                // The container has run quietly for a while: what the supervisor runs from
+                // here until it wakes up is the little it keeps resident. (A short-lived
+                // container ends before this, and its berth does not pay for it.)
+                shed = true;
+                idle();
+                // What setup allocated is not needed while the container runs.
+                // SAFETY: malloc_trim only returns free heap pages to the kernel.
+                unsafe { libc::malloc_trim(0) };
+                shed_text();
+                continue;
             }
             Ok(_) => {}
         }

@@ -22,6 +22,14 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before anything else in `berth run` (a cheap look at the arguments: a wrong guess costs
+    // one short-lived child), see register::prime_early. Under --keep-unit nothing is moved.
+    let primer = {
+        let args: Vec<_> = std::env::args_os().skip(1).collect();
+        (args.iter().any(|a| a == "run") && !args.iter().any(|a| a == "--keep-unit"))
+            .then(register::prime_early)
+            .flatten()
+    };
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version print and succeed, as clap does.
@@ -43,7 +51,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    match run(cli) {
+    match run(cli, primer) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             let code = exit::code_for(&err);
@@ -53,15 +61,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: cli::Cli) -> anyhow::Result<u8> {
+fn run(cli: cli::Cli, primer: Option<register::Helper>) -> anyhow::Result<u8> {
+    // A wrong guess (an image named "run"): its primer is left to finish on its own.
+    let primer = match cli.command {
+        cli::Command::Run(_) => primer,
+        _ => {
+            primer.into_iter().for_each(register::Helper::abandon);
+            None
+        }
+    };
     match cli.command {
         cli::Command::Run(mut args) => {
             // The bus helper connects while the spec is built and the container set up (the
             // spec decides; unused, it is dropped). Not forking it here is no error: placing
             // the container forks one then.
-            let bus = register::asks_bus(args.register, args.keep_unit)
-                .then(|| register::Connecting::start(!args.keep_unit).ok())
-                .flatten();
+            let prime = primer.is_none() && !args.keep_unit;
+            let bus = register::Early {
+                connecting: register::asks_bus(args.register, args.keep_unit)
+                    .then(|| register::Connecting::start(prime).ok())
+                    .flatten(),
+                primer,
+            };
             // -M NAME without -D: the image NAME from the store
             let image = match (&args.directory, &args.machine) {
                 (None, Some(name)) => {

@@ -51,11 +51,11 @@ pub struct Placement {
 impl Placement {
     /// Reads the settings and, when berth will make the cgroup itself for sure (neither
     /// machined nor systemd will be asked), makes it now, limits applied.
-    /// `bus`: a bus helper forked early ([`register::Connecting`]), used if the bus is asked.
+    /// `early`: what main started before the spec was built ([`register::Early`]).
     pub fn prepare(
         spec: &Spec,
         ext: &Berth,
-        bus: Option<register::Connecting>,
+        early: register::Early,
     ) -> Result<Placement, PlaceError> {
         let settings = MachineSettings::from_spec(spec)?;
         let props = settings.parsed_properties()?;
@@ -74,14 +74,14 @@ impl Placement {
         } else {
             // Otherwise the bus is asked: its helper connects while the container is set up.
             let m = machine(spec, ext, &settings);
-            let pending = register::begin(settings.register, &m, bus)?;
+            let pending = register::begin(settings.register, &m, early.connecting)?;
             (None, pending)
         };
         Ok(Placement {
             settings,
             pending: Some(pending),
             answered: None,
-            helpers: Vec::new(),
+            helpers: early.primer.into_iter().collect(),
             in_scope: None,
             cgroup,
             born_in_cgroup: false,

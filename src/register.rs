@@ -15,6 +15,11 @@
 //! allocates, and none of that may stay in the supervisor, which must hold no bus connection
 //! once registered and stay small while the container runs. The helper reports back over a
 //! pipe and exits.
+//!
+//! A registered start waits mostly for others (the bus daemon, machined, systemd, and the
+//! kernel's grace period before systemd's first cgroup move), so `berth run` starts that work
+//! as early as it can ([`Early`]): the migration primer before the command line is parsed, the
+//! helper's bus connection right after, both before the spec is built.
 
 use crate::property::{Property, Value};
 use serde::{Deserialize, Serialize};
@@ -141,6 +146,31 @@ pub fn asks_bus(mode: Mode, keep_unit: bool) -> bool {
         Mode::Auto => system_bus_present(),
         Mode::Yes => true,
     }
+}
+
+/// What `berth run` starts before it knows the container: the migration primer, forked first
+/// thing, and the bus helper, forked once the command line is parsed. Both are handed to the
+/// first [`crate::place::Placement`]; unused, the helper is killed.
+#[derive(Default)]
+pub struct Early {
+    pub primer: Option<Helper>,
+    pub connecting: Option<Connecting>,
+}
+
+/// Forks a child that starts the kernel's wait for the RCU grace period that systemd's move of
+/// the container into its scope will cost (see [`crate::cgroup::prime_migration`]): first
+/// thing in `berth run` on a host with a system bus, before the command line is parsed, as
+/// every 0.1 ms it starts later is waited for. Where berth then asks no one for a scope, it
+/// was a no-op move of a child within berth's own cgroup.
+pub fn prime_early() -> Option<Helper> {
+    if !system_bus_present() {
+        return None;
+    }
+    Helper::spawn(|_| {
+        crate::cgroup::prime_migration();
+        Ok(Outcome::Unregistered { machined: None })
+    })
+    .ok()
 }
 
 /// A bus helper forked ahead of [`begin`], as soon as berth has parsed its command line: it

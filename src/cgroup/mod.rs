@@ -383,7 +383,9 @@ fn enable_v2_controller(parent: &Path, ctrl: &str, assignment: &str) -> Result<(
 /// on an idle host, measured here; back-to-back migrations cost 0.05 ms). Started while
 /// berth sets the container up, that wait is under way or over by the time systemd moves the
 /// container's PID 1 into its scope, which then need not start a grace period of its own.
-/// Blocks for the grace period; best effort (no cgroup of its own in sight: nothing).
+/// (Kernels that favor dynamic cgroup changes, the cgroup2 mount option favordynmods, skip
+/// the wait, and this costs nothing there.) Blocks for the grace period; best effort (no
+/// cgroup of its own in sight: nothing).
 pub fn prime_migration() {
     // One hierarchy is enough, the lock is shared by all. Where the cgroup2 one is mounted
     // where systemd mounts it, it is found without reading the mount table: this runs first

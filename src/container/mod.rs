@@ -107,7 +107,7 @@ pub enum End {
 /// Runs the container to completion and returns the exit status berth should report. A
 /// booted system that reboots (its init killed by SIGHUP, which is how the kernel reports
 /// reboot(2) in a PID namespace) is started again, as nspawn does.
-pub fn run(spec: &Spec, mut bus: Option<crate::register::Connecting>) -> anyhow::Result<u8> {
+pub fn run(spec: &Spec, mut bus: crate::register::Early) -> anyhow::Result<u8> {
     let ext = Berth::from_spec(spec)?;
     let bpf = seccomp::compile(spec)?;
 
@@ -123,8 +123,8 @@ pub fn run(spec: &Spec, mut bus: Option<crate::register::Connecting>) -> anyhow:
 
     let keep_unit = crate::spec::systemd::MachineSettings::from_spec(spec)?.keep_unit;
     loop {
-        // A bus helper forked early serves the first life only.
-        let end = launch(spec, &ext, bpf.as_ref(), &sigfd, bus.take())?;
+        // What main started early serves the first life only.
+        let end = launch(spec, &ext, bpf.as_ref(), &sigfd, std::mem::take(&mut bus))?;
         return Ok(match (ext.boot, end) {
             // Under a unit (--keep-unit) the unit restarts it: RestartForceExitStatus=133.
             (true, End::Killed(libc::SIGHUP)) if keep_unit => 133,
@@ -150,7 +150,7 @@ fn launch(
     ext: &Berth,
     bpf: Option<&crate::seccomp::Bpf>,
     sigfd: &SignalFd,
-    bus: Option<crate::register::Connecting>,
+    bus: crate::register::Early,
 ) -> anyhow::Result<End> {
     // Where the container will live (systemd integration, src/place.rs). Declared before the
     // container so it is dropped after it: unregistering and removing the cgroup come last.

@@ -143,12 +143,18 @@ impl Placement {
         Ok(())
     }
 
-    /// Reaps the bus helpers confirm() let go (exited by now, as the container has run for a
-    /// while).
-    pub fn reap_helpers(&mut self) {
-        for mut h in self.helpers.drain(..) {
-            h.reap();
+    /// Reaps the helpers confirm() let go (and the migration primer): those that have exited,
+    /// or, with `block`, all of them. Whether none is left. (The primer waits in the kernel
+    /// for as long as an RCU grace period takes, which on a loaded host can be long.)
+    pub fn reap_helpers(&mut self, block: bool) -> bool {
+        if block {
+            self.helpers.drain(..).for_each(|mut h| {
+                h.reap();
+            });
+        } else {
+            self.helpers.retain_mut(|h| !h.try_reap());
         }
+        self.helpers.is_empty()
     }
 
     fn settle(
@@ -207,7 +213,7 @@ impl Placement {
             register::unregister(&name, wait);
         }
         if wait {
-            self.reap_helpers();
+            self.reap_helpers(true);
         } else {
             self.helpers.drain(..).for_each(register::Helper::abandon);
         }

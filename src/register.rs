@@ -1166,14 +1166,28 @@ impl Helper {
         self.reap();
     }
 
+    /// Reaps the helper if it has exited; whether it has (or was reaped before).
+    pub fn try_reap(&mut self) -> bool {
+        let Some(child) = self.child else {
+            return true;
+        };
+        match nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => false,
+            _ => {
+                self.child = None;
+                true
+            }
+        }
+    }
+
     /// On berth's way out: reaps the helper (which has answered, or was stopped) if it is
     /// gone, and otherwise leaves it, exiting, to whoever adopts it when berth exits. Tearing
     /// down a helper's threads and memory takes a few tenths of a millisecond, which need not
     /// delay berth's exit.
     pub fn abandon(mut self) {
-        if let Some(child) = self.child.take() {
-            let _ = nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
-        }
+        self.try_reap();
+        // Not reaped: leave it (Drop would kill it and wait).
+        self.child = None;
     }
 }
 

@@ -273,7 +273,7 @@ fn launch(
         format!("READY=1\nSTATUS=Container running.\nX_BERTH_LEADER_PID={pid}")
     });
     let end = supervise(&mut container, ext, master, notify, sigfd, &mut || {
-        placement.reap_helpers()
+        placement.reap_helpers(false)
     });
     crate::notify::notify("STATUS=Container stopped.");
     drop(container);
@@ -400,15 +400,16 @@ fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> bool {
     true
 }
 
-/// The supervisor's loop: console relay, signals, and the container's end. `idle` runs once,
-/// when the container has run quietly for a while.
+/// The supervisor's loop: console relay, signals, and the container's end. `idle` runs when
+/// the container has run quietly for a while, and again after each quiet spell until it
+/// returns true (nothing left to do).
 fn supervise(
     c: &mut Running,
     ext: &Berth,
     master: Option<OwnedFd>,
     notify: Option<OwnedFd>,
     sigfd: &SignalFd,
-    idle: &mut dyn FnMut(),
+    idle: &mut dyn FnMut() -> bool,
 ) -> anyhow::Result<End> {
     let stdout = std::io::stdout();
     let interactive = ext.console == ConsoleMode::Interactive && master.is_some();
@@ -441,6 +442,7 @@ fn supervise(
     let mut buf = vec![0u8; 16 * 1024];
     let pidfd = c.pidfd.as_ref().expect("running").as_raw_fd();
     let mut shed = false;
+    let mut idle_done = false;
     loop {
         // SAFETY: the fds outlive this iteration.
         let (pfd, sfd) = unsafe {
@@ -467,8 +469,8 @@ fn supervise(
         if let Some(n) = &notify {
             fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
         }
-        // Until it is shed, the supervisor sleeps for SHED_AFTER at most.
-        let timeout = if shed {
+        // Until it is shed and idle() is done, the supervisor sleeps for SHED_AFTER at most.
+        let timeout = if shed && idle_done {
             PollTimeout::NONE
         } else {
             PollTimeout::from(SHED_AFTER_MS)
@@ -483,15 +485,17 @@ fn supervise(
                 .into());
             }
             Ok(0) => {
-                // The container has run quietly for a while: what the supervisor runs from
-                // here until it wakes up is the little it keeps resident. (A short-lived
-                // container ends before this, and its berth does not pay for it.)
-                shed = true;
-                idle();
-                // What setup allocated is not needed while the container runs.
-                // SAFETY: malloc_trim only returns free heap pages to the kernel.
-                unsafe { libc::malloc_trim(0) };
-                shed_text();
+                idle_done = idle();
+                if !shed {
+                    // The container has run quietly for a while: what the supervisor runs
+                    // from here until it wakes up is the little it keeps resident. (A
+                    // short-lived container ends before this; its berth does not pay for it.)
+                    shed = true;
+                    // What setup allocated is not needed while the container runs.
+                    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+                    unsafe { libc::malloc_trim(0) };
+                    shed_text();
+                }
                 continue;
             }
             Ok(_) => {}

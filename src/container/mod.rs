@@ -441,8 +441,8 @@ fn supervise(
     let mut kill_sent = false;
     let mut buf = vec![0u8; 16 * 1024];
     let pidfd = c.pidfd.as_ref().expect("running").as_raw_fd();
-    let mut shed = false;
-    let mut idle_done = false;
+    // The last poll timed out; idle() has nothing left to do; the supervisor has shed its setup.
+    let (mut quiet, mut idle_done, mut shed) = (false, false, false);
     loop {
         // SAFETY: the fds outlive this iteration.
         let (pfd, sfd) = unsafe {
@@ -469,8 +469,22 @@ fn supervise(
         if let Some(n) = &notify {
             fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
         }
-        // Until it is shed and idle() is done, the supervisor sleeps for SHED_AFTER at most.
-        let timeout = if shed && idle_done {
+        if quiet {
+            // The container has run quietly for SHED_AFTER. (A short-lived one ends before
+            // that; its berth pays for none of this.)
+            quiet = false;
+            idle_done = idle_done || idle();
+            if idle_done && !shed {
+                // Right before the supervisor sleeps: what it runs from here until it wakes
+                // up is the little it keeps resident.
+                shed = true;
+                // What setup allocated is not needed while the container runs.
+                // SAFETY: malloc_trim only returns free heap pages to the kernel.
+                unsafe { libc::malloc_trim(0) };
+                shed_text();
+            }
+        }
+        let timeout = if shed {
             PollTimeout::NONE
         } else {
             PollTimeout::from(SHED_AFTER_MS)
@@ -485,17 +499,7 @@ fn supervise(
                 .into());
             }
             Ok(0) => {
-                idle_done = idle();
-                if !shed {
-                    // The container has run quietly for a while: what the supervisor runs
-                    // from here until it wakes up is the little it keeps resident. (A
-                    // short-lived container ends before this; its berth does not pay for it.)
-                    shed = true;
-                    // What setup allocated is not needed while the container runs.
-                    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-                    unsafe { libc::malloc_trim(0) };
-                    shed_text();
-                }
+                quiet = true;
                 continue;
             }
             Ok(_) => {}

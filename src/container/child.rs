@@ -97,6 +97,28 @@ fn setup_and_exec(
     let private_network = has_ns(spec, LinuxNamespaceType::Network);
     mount::protect(spec, private_network)?;
 
+    // What does not depend on the cgroup is done before waiting for it: on a registered start
+    // the wait ends while systemd, machined and the bus are busy, and what remains after it
+    // competes with them for the CPU.
+    if let Some(h) = spec.hostname() {
+        nix::unistd::sethostname(h).ctx("setting the hostname")?;
+    }
+    if private_network {
+        bring_up_loopback()?;
+    }
+    nix::unistd::setsid().ctx("setsid")?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| SetupError::msg("spec has no process"))?;
+    let caps = process.capabilities().as_ref();
+    let set = |s: Option<&std::collections::HashSet<Capability>>| -> Vec<Capability> {
+        s.map(|s| s.iter().copied().collect()).unwrap_or_default()
+    };
+    // The bounding set limits what exec may grant; what setup still needs is in the effective
+    // set, which this leaves alone.
+    super::caps::drop_bounding(&set(caps.and_then(|c| c.bounding().as_ref())))?;
+
     // Wait until the supervisor has put us into our cgroup (and registered us).
     match chan.recv::<ToChild>() {
         Ok(Some((ToChild::Go, _))) => {}
@@ -107,14 +129,7 @@ fn setup_and_exec(
         mount::mount_cgroup(spec)?;
     }
     mount::seal(spec)?;
-    if let Some(h) = spec.hostname() {
-        nix::unistd::sethostname(h).ctx("setting the hostname")?;
-    }
-    if private_network {
-        bring_up_loopback()?;
-    }
 
-    nix::unistd::setsid().ctx("setsid")?;
     if ext.console != ConsoleMode::Pipe {
         let master = console::open_in_container()?;
         chan.send(&ToParent::PtyMaster, Some(master.as_raw_fd()))
@@ -142,18 +157,8 @@ fn setup_and_exec(
         stub::fork_payload(ext.kill_signal.unwrap_or(libc::SIGTERM))?;
     }
 
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| SetupError::msg("spec has no process"))?;
-    let caps = process.capabilities().as_ref();
-    let set = |s: Option<&std::collections::HashSet<Capability>>| -> Vec<Capability> {
-        s.map(|s| s.iter().copied().collect()).unwrap_or_default()
-    };
-    let bounding = set(caps.and_then(|c| c.bounding().as_ref()));
     let effective = set(caps.and_then(|c| c.effective().as_ref()));
     let permitted = set(caps.and_then(|c| c.permitted().as_ref()));
-    super::caps::drop_bounding(&bounding)?;
     super::seccomp::load(bpf)?;
     let user = process.user();
     super::caps::switch_user(

@@ -76,7 +76,7 @@ fn run(cli: cli::Cli, primer: Option<register::Helper>) -> anyhow::Result<u8> {
             // spec decides; unused, it is dropped). Not forking it here is no error: placing
             // the container forks one then.
             let prime = primer.is_none() && !args.keep_unit;
-            let bus = register::Early {
+            let early = register::Early {
                 connecting: register::asks_bus(args.register, args.keep_unit)
                     .then(|| register::Connecting::start(prime).ok())
                     .flatten(),
@@ -100,7 +100,7 @@ fn run(cli: cli::Cli, primer: Option<register::Helper>) -> anyhow::Result<u8> {
                 Some(r) => image::lock::for_run(r.path())?,
                 None => None,
             };
-            Ok(container::run(&spec, bus)?)
+            Ok(container::run(&spec, early)?)
         }
         cli::Command::Completion(args) => {
             let mut out = Vec::new();

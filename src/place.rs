@@ -33,8 +33,8 @@ pub struct Placement {
     pending: Option<register::Pending>,
     /// The helper that answered place(), let go by confirm().
     answered: Option<register::Helper>,
-    /// Bus helpers that have answered and exit on their own, reaped once the container runs
-    /// ([`Self::reap_helpers`]) or on release.
+    /// Children that exit on their own (the migration primer, bus helpers that have answered),
+    /// reaped once the container runs ([`Self::reap_helpers`]) or on release.
     helpers: Vec<register::Helper>,
     /// The registration whose answer confirm() still waits for: the container is in its scope.
     in_scope: Option<register::InScope>,

@@ -239,7 +239,7 @@ pub fn begin(mode: Mode, m: &Machine, early: Option<Connecting>) -> Result<Pendi
     let _ = send_line(requests.as_fd(), &request);
     Ok(Pending::Started {
         helper,
-        leader: requests,
+        requests,
         unit: scope_name(&m.name),
     })
 }
@@ -311,11 +311,11 @@ fn serve(requests: OwnedFd, prime: bool, report: &Reporter) -> Result<Outcome, R
 pub enum Pending {
     /// Nothing to ask the bus.
     Done(Outcome),
-    /// The helper, waiting for the container's PID 1 on `leader`; `unit` is the scope
+    /// The helper, waiting for the container's PID 1 on `requests`; `unit` is the scope
     /// CreateMachine would make.
     Started {
         helper: Helper,
-        leader: OwnedFd,
+        requests: OwnedFd,
         unit: String,
     },
 }
@@ -364,11 +364,12 @@ impl Pending {
             Pending::Done(outcome) => Ok(Placed::Answered(outcome, None)),
             Pending::Started {
                 mut helper,
-                leader: w,
+                requests,
                 unit,
             } => {
-                let sent = send_line(w.as_fd(), &leader);
-                drop(w);
+                let sent = send_line(requests.as_fd(), &leader);
+                // Nothing more to say: the helper sees end of file if it asks again.
+                drop(requests);
                 let report = helper.next(None);
                 sent.map_err(|e| RegisterError::Helper(e.to_string()))?;
                 match report? {

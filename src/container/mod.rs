@@ -107,7 +107,7 @@ pub enum End {
 /// Runs the container to completion and returns the exit status berth should report. A
 /// booted system that reboots (its init killed by SIGHUP, which is how the kernel reports
 /// reboot(2) in a PID namespace) is started again, as nspawn does.
-pub fn run(spec: &Spec, mut bus: crate::register::Early) -> anyhow::Result<u8> {
+pub fn run(spec: &Spec, mut early: crate::register::Early) -> anyhow::Result<u8> {
     let ext = Berth::from_spec(spec)?;
     let bpf = seccomp::compile(spec)?;
 
@@ -124,7 +124,7 @@ pub fn run(spec: &Spec, mut bus: crate::register::Early) -> anyhow::Result<u8> {
     let keep_unit = crate::spec::systemd::MachineSettings::from_spec(spec)?.keep_unit;
     loop {
         // What main started early serves the first life only.
-        let end = launch(spec, &ext, bpf.as_ref(), &sigfd, std::mem::take(&mut bus))?;
+        let end = launch(spec, &ext, bpf.as_ref(), &sigfd, std::mem::take(&mut early))?;
         return Ok(match (ext.boot, end) {
             // Under a unit (--keep-unit) the unit restarts it: RestartForceExitStatus=133.
             (true, End::Killed(libc::SIGHUP)) if keep_unit => 133,
@@ -150,14 +150,14 @@ fn launch(
     ext: &Berth,
     bpf: Option<&crate::seccomp::Bpf>,
     sigfd: &SignalFd,
-    bus: crate::register::Early,
+    early: crate::register::Early,
 ) -> anyhow::Result<End> {
     // Where the container will live (systemd integration, src/place.rs). Declared before the
     // container so it is dropped after it: unregistering and removing the cgroup come last.
     // First, too: a bus helper forked here (where none was forked early) should inherit none
     // of the fds below (the container's end of the control socket above all, whose end of
     // file tells that the payload was executed).
-    let mut placement = crate::place::Placement::prepare(spec, ext, bus)?;
+    let mut placement = crate::place::Placement::prepare(spec, ext, early)?;
 
     let (parent_chan, child_chan) = msg::pair().map_err(sys_err("creating the control socket"))?;
 

@@ -544,22 +544,29 @@ fn unregister_on(conn: &zbus::blocking::Connection, name: &str) -> Result<(), Re
     Ok(())
 }
 
+/// Points a helper's stdin, stdout and stderr at /dev/null: a helper may outlive berth for a
+/// moment (or, the migration primer, wait out a grace period), and whoever reads berth's
+/// output must not wait for it.
+fn stdio_to_null() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this child alone.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+        }
+    }
+}
+
 /// Runs `f` in a child that berth does not wait for: the caller is on its way out, and the
-/// child, adopted when berth exits, finishes on its own. Its stdio goes to /dev/null, so that
-/// nobody reading berth's output waits for it either.
+/// child, adopted when berth exits, finishes on its own (its stdio on /dev/null, as a
+/// helper's).
 fn detached<F: FnOnce() -> Result<Outcome, RegisterError>>(f: F) {
     // SAFETY: as in_helper: the supervisor is single-threaded; the child only runs `f`.
     if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-        if let Ok(null) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-        {
-            for fd in 0..3 {
-                // SAFETY: dup2 onto the standard descriptors of this child alone.
-                unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
-            }
-        }
+        stdio_to_null();
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         // SAFETY: leaves without running the supervisor's destructors.
         unsafe { libc::_exit(0) }
@@ -1061,10 +1068,19 @@ impl Helper {
                     handled.add(s);
                 }
                 let _ = handled.thread_block();
+                stdio_to_null();
                 let report = Reporter(wr.into());
                 // A panic must not unwind out of the helper into a copy of the supervisor.
                 let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&report)))
-                    .unwrap_or_else(|_| Err(RegisterError::Helper("it panicked".into())));
+                    .unwrap_or_else(|p| {
+                        // Its stderr is /dev/null: the message goes into the report.
+                        let msg = p
+                            .downcast_ref::<&str>()
+                            .map(|m| m.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(RegisterError::Helper(format!("it panicked: {msg}")))
+                    });
                 report.send(&Report::Done(res));
                 // SAFETY: leaves the helper (and its threads) without running the parent's
                 // atexit handlers or destructors.

@@ -480,7 +480,10 @@ impl Watch {
                         }
                         if member == "MachineNew" {
                             ours = true;
-                        } else if ours {
+                        } else if ours && has_ended(leader) {
+                            // (By name alone the machine could be another berth's, started
+                            // under the same name in the same milliseconds; ours can only
+                            // have been dropped once our container has ended.)
                             report.send(&Report::Done(Ok(Outcome::Registered {
                                 unit: self.unit.clone(),
                             })));
@@ -493,6 +496,19 @@ impl Watch {
                 }
             }
         });
+    }
+}
+
+/// Whether process `pid` (a child of berth's, so its number is not reused before berth reaps
+/// it) has ended: a zombie, or gone.
+fn has_ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| matches!(state, "Z" | "X")),
+        Err(_) => true,
     }
 }
 
@@ -1223,6 +1239,28 @@ mod tests {
         assert_eq!(scope_name("web"), "machine-web.scope");
         assert_eq!(scope_name("list-ab1"), "machine-list\\x2dab1.scope");
         assert_eq!(scope_name("a.b_c"), "machine-a.b_c.scope");
+    }
+
+    #[test]
+    fn a_child_has_ended_once_it_is_a_zombie() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(!has_ended(pid), "a running child");
+        child.kill().unwrap();
+        // Not reaped yet: a zombie.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !has_ended(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running after SIGKILL"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.wait().unwrap();
+        assert!(has_ended(pid), "reaped");
     }
 
     #[test]

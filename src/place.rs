@@ -29,6 +29,8 @@ pub enum PlaceError {
 
 pub struct Placement {
     settings: MachineSettings,
+    /// The settings' `--property` assignments, parsed once.
+    props: Vec<crate::property::Property>,
     /// The registration (or scope) started before clone, handed the container by place().
     pending: Option<register::Pending>,
     /// The helper that answered place(), let go by confirm().
@@ -73,12 +75,13 @@ impl Placement {
             )
         } else {
             // Otherwise the bus is asked: its helper connects while the container is set up.
-            let m = machine(spec, ext, &settings);
+            let m = machine(spec, ext, &settings, &props);
             let pending = register::begin(settings.register, &m, early.connecting)?;
             (None, pending)
         };
         Ok(Placement {
             settings,
+            props,
             pending: Some(pending),
             answered: None,
             helpers: early.primer.into_iter().collect(),
@@ -177,7 +180,7 @@ impl Placement {
                 machined
             }
             Outcome::Unregistered { machined } => {
-                if let Some(cg) = own_cgroup(&ext.machine, &self.settings.parsed_properties()?)? {
+                if let Some(cg) = own_cgroup(&ext.machine, &self.props)? {
                     cg.attach(leader, false)?;
                     self.cgroup = Some(cg);
                 }
@@ -226,7 +229,12 @@ impl Placement {
 
 /// What machined (or systemd, for a scope) is told about the container; the leader is filled
 /// in once it exists.
-fn machine(spec: &Spec, ext: &Berth, settings: &MachineSettings) -> Machine {
+fn machine(
+    spec: &Spec,
+    ext: &Berth,
+    settings: &MachineSettings,
+    props: &[crate::property::Property],
+) -> Machine {
     Machine {
         name: ext.machine.clone(),
         id: crate::spec::machine::parse_id(&ext.uuid).unwrap_or([0; 16]),
@@ -239,7 +247,7 @@ fn machine(spec: &Spec, ext: &Berth, settings: &MachineSettings) -> Machine {
             .unwrap_or_default(),
         keep_unit: settings.keep_unit,
         slice: settings.slice.clone(),
-        properties: settings.properties.clone(),
+        properties: props.to_vec(),
         kill_signal: ext.kill_signal,
     }
 }

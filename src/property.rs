@@ -3,6 +3,7 @@
 //! name and type systemd expects (`CPUQuota=50%` becomes `CPUQuotaPerSecUSec` = 500000 `t`).
 //! The same parsed values drive berth's own cgroup when it runs without systemd.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -16,7 +17,7 @@ pub enum PropertyError {
 }
 
 /// A value of one of the D-Bus types systemd uses for unit properties.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
     /// `t`
     U64(u64),
@@ -46,7 +47,7 @@ impl fmt::Display for Value {
 }
 
 /// One parsed `--property`: the name as sent over D-Bus and its typed value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Property {
     /// What the user wrote, for messages.
     pub assignment: String,

@@ -87,8 +87,6 @@ pub enum RegisterError {
          machine would end the session); run berth from a service, or without --keep-unit"
     )]
     KeepUnitSession(String),
-    #[error("{0}")]
-    Property(String),
     #[error("the D-Bus helper process failed: {0}")]
     Helper(String),
 }
@@ -108,8 +106,8 @@ pub struct Machine {
     pub keep_unit: bool,
     /// `--slice`, for the scope (ignored with `--keep-unit`).
     pub slice: Option<String>,
-    /// `--property` assignments for the scope (ignored with `--keep-unit`).
-    pub properties: Vec<String>,
+    /// `--property` assignments for the scope (ignored with `--keep-unit`), parsed.
+    pub properties: Vec<Property>,
     /// The container's kill signal, if it has one (the scope's KillSignal with KillMode=mixed).
     pub kill_signal: Option<i32>,
 }
@@ -215,7 +213,6 @@ pub fn begin(mode: Mode, m: &Machine, early: Option<Connecting>) -> Result<Pendi
     if mode == Mode::No && !asks_bus(mode, m.keep_unit) {
         return Ok(Pending::Done(Outcome::Unregistered { machined: None }));
     }
-    parse_properties(m)?;
     if let Some(s) = &m.slice
         && !m.keep_unit
         && (!s.ends_with(".slice") || s.len() <= ".slice".len() || s.contains('/'))
@@ -242,14 +239,6 @@ pub fn begin(mode: Mode, m: &Machine, early: Option<Connecting>) -> Result<Pendi
         requests,
         unit: scope_name(&m.name),
     })
-}
-
-fn parse_properties(m: &Machine) -> Result<Vec<Property>, RegisterError> {
-    m.properties
-        .iter()
-        .map(|a| crate::property::parse(a))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| RegisterError::Property(e.to_string()))
 }
 
 fn send_line<T: Serialize>(fd: BorrowedFd<'_>, what: &T) -> std::io::Result<()> {
@@ -285,7 +274,6 @@ fn serve(requests: OwnedFd, prime: bool, report: &Reporter) -> Result<Outcome, R
         mode,
         machine: mut m,
     } = read_line(&mut requests)?.ok_or_else(gone)?;
-    let props = parse_properties(&m)?;
     let conn = connect(mode, bus);
     // Watching for the scope before the container's PID 1 is known, so that this bus traffic
     // overlaps with the container's setup too.
@@ -302,7 +290,7 @@ fn serve(requests: OwnedFd, prime: bool, report: &Reporter) -> Result<Outcome, R
     }
     let machined_done = || creating.store(false, std::sync::atomic::Ordering::SeqCst);
     match conn? {
-        Ok(conn) => bus_register(&conn, mode, &m, &props, &machined_done),
+        Ok(conn) => bus_register(&conn, mode, &m, &machined_done),
         Err(outcome) => Ok(outcome),
     }
 }
@@ -687,10 +675,7 @@ fn to_zvalue(v: &Value) -> zbus::zvariant::Value<'static> {
 
 /// The scope properties nspawn sends for CreateMachine, then the user's `--property`s (the
 /// scope systemd starts for an unregistered container gets them too).
-fn scope_properties(
-    m: &Machine,
-    props: &[Property],
-) -> Vec<(String, zbus::zvariant::Value<'static>)> {
+fn scope_properties(m: &Machine) -> Vec<(String, zbus::zvariant::Value<'static>)> {
     use zbus::zvariant::Value as Z;
     let mut out: Vec<(String, Z<'static>)> = Vec::new();
     if let Some(s) = &m.slice {
@@ -713,7 +698,7 @@ fn scope_properties(
     if let Some(sig) = m.kill_signal {
         out.push(("KillSignal".into(), Z::I32(sig)));
     }
-    for p in props {
+    for p in &m.properties {
         out.push((p.name.clone(), to_zvalue(&p.value)));
     }
     out
@@ -759,7 +744,6 @@ fn bus_register(
     conn: &zbus::blocking::Connection,
     mode: Mode,
     m: &Machine,
-    props: &[Property],
     machined_done: &dyn Fn(),
 ) -> Result<Outcome, RegisterError> {
     if !m.keep_unit
@@ -769,7 +753,7 @@ fn bus_register(
     }
     let machined = match mode {
         Mode::No => None,
-        _ => match create_machine(conn, m, props).inspect(|_| machined_done())? {
+        _ => match create_machine(conn, m).inspect(|_| machined_done())? {
             Ok(unit) => return Ok(Outcome::Registered { unit }),
             Err(why) if mode == Mode::Auto => Some(why),
             Err(why) => return Err(RegisterError::Unreachable(why)),
@@ -778,7 +762,7 @@ fn bus_register(
     if m.keep_unit || !systemd_present() {
         return Ok(Outcome::Unregistered { machined });
     }
-    Ok(match start_scope(conn, m, props)? {
+    Ok(match start_scope(conn, m)? {
         Some(unit) => Outcome::Scope { unit, machined },
         None => Outcome::Unregistered { machined },
     })
@@ -804,7 +788,6 @@ fn while_unit_exists<T>(mut f: impl FnMut() -> Result<T, zbus::Error>) -> Result
 fn create_machine(
     conn: &zbus::blocking::Connection,
     m: &Machine,
-    props: &[Property],
 ) -> Result<Result<String, String>, RegisterError> {
     let id: Vec<u8> = if m.id == [0; 16] {
         Vec::new()
@@ -814,7 +797,7 @@ fn create_machine(
     let mut retried = false;
     loop {
         // The call itself activates machined if it is not running yet.
-        match while_unit_exists(|| call_register(conn, m, props, &id)) {
+        match while_unit_exists(|| call_register(conn, m, &id)) {
             Ok(()) => break,
             Err(e) if is_unreachable(&e) => return Ok(Err(dbus_error_text(&e))),
             Err(e) => {
@@ -847,7 +830,6 @@ fn create_machine(
 fn start_scope(
     conn: &zbus::blocking::Connection,
     m: &Machine,
-    props: &[Property],
 ) -> Result<Option<String>, RegisterError> {
     use zbus::zvariant::Value as Z;
     let bus = |e: zbus::Error| RegisterError::Bus(e.to_string());
@@ -874,7 +856,7 @@ fn start_scope(
     if m.slice.is_none() {
         sp.push(("Slice".into(), Z::from("machine.slice".to_string())));
     }
-    sp.extend(scope_properties(m, props));
+    sp.extend(scope_properties(m));
     let aux: Vec<(String, Vec<(String, Z<'static>)>)> = Vec::new();
     let refused = |msg: String| RegisterError::ScopeRefused {
         unit: unit.clone(),
@@ -923,7 +905,6 @@ fn start_scope(
 fn call_register(
     conn: &zbus::blocking::Connection,
     m: &Machine,
-    props: &[Property],
     id: &Vec<u8>,
 ) -> Result<(), zbus::Error> {
     let class = "container";
@@ -944,15 +925,7 @@ fn call_register(
             MACHINED_PATH,
             Some(MACHINED_IFACE),
             "CreateMachine",
-            &(
-                n,
-                id,
-                svc,
-                class,
-                m.leader,
-                root,
-                scope_properties(m, props),
-            ),
+            &(n, id, svc, class, m.leader, root, scope_properties(m)),
         )?;
     }
     Ok(())

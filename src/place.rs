@@ -33,10 +33,9 @@ pub struct Placement {
     props: Vec<crate::property::Property>,
     /// The registration (or scope) started before clone, handed the container by place().
     pending: Option<register::Pending>,
-    /// The helper that answered place(), let go by confirm().
-    answered: Option<register::Helper>,
     /// Children that exit on their own (the migration primer, bus helpers that have answered),
-    /// reaped once the container runs ([`Self::reap_helpers`]) or on release.
+    /// reaped once the container runs ([`Self::reap_helpers`]) or on release: waiting for them
+    /// would only delay the container.
     helpers: Vec<register::Helper>,
     /// The registration whose answer confirm() still waits for: the container is in its scope.
     in_scope: Option<register::InScope>,
@@ -83,7 +82,6 @@ impl Placement {
             settings,
             props,
             pending: Some(pending),
-            answered: None,
             helpers: early.primer.into_iter().collect(),
             in_scope: None,
             cgroup,
@@ -116,7 +114,8 @@ impl Placement {
         let pending = self.pending.take().expect("placed once");
         match pending.place(leader as u32)? {
             register::Placed::Answered(outcome, helper) => {
-                self.answered = helper;
+                // It exits on its own; waiting for that would only delay the container.
+                self.helpers.extend(helper);
                 self.settle(ext, leader, outcome)
             }
             register::Placed::InScope(scope) => {
@@ -136,8 +135,6 @@ impl Placement {
         leader: libc::pid_t,
         ended: BorrowedFd<'_>,
     ) -> Result<(), PlaceError> {
-        // The helpers exit on their own; waiting for that would only delay the container.
-        self.helpers.extend(self.answered.take());
         if let Some(scope) = self.in_scope.take() {
             let (outcome, helper) = scope.outcome(ended)?;
             self.helpers.push(helper);
@@ -146,9 +143,9 @@ impl Placement {
         Ok(())
     }
 
-    /// Reaps the helpers confirm() let go (and the migration primer): those that have exited,
-    /// or, with `block`, all of them. Whether none is left. (The primer waits in the kernel
-    /// for as long as an RCU grace period takes, which on a loaded host can be long.)
+    /// Reaps the helpers place() and confirm() let go (and the migration primer): those that
+    /// have exited, or, with `block`, all of them. Whether none is left. (The primer waits in
+    /// the kernel for as long as an RCU grace period takes, which on a loaded host can be long.)
     pub fn reap_helpers(&mut self, block: bool) -> bool {
         if block {
             self.helpers.drain(..).for_each(|mut h| {

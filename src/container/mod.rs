@@ -96,7 +96,6 @@ pub const HANDLED_SIGNALS: [Signal; 4] = [
     Signal::SIGWINCH,
 ];
 
-/// Runs the container to completion and returns the exit status berth should report.
 /// How the container's init ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {

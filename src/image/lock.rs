@@ -119,13 +119,9 @@ pub fn exclusive(
 ) -> Result<ImageLock> {
     let err = |e: Errno| ImageError::io(format!("locking image {name}"), e.into());
     let mut lock = ImageLock { held: Vec::new() };
-    let local = nix::fcntl::openat(
-        store,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(err)?;
+    let local = store
+        .try_clone_to_owned()
+        .map_err(|e| ImageError::io(format!("locking image {name}"), e))?;
     for (dir, file) in [
         (global_dir().map_err(err)?, global_name(st)),
         (local, format!(".#{entry}.lck")),
@@ -147,15 +143,17 @@ pub fn for_run(tree: &Path) -> Result<Option<ImageLock>> {
     }
     let stat = |p: &Path| nix::sys::stat::stat(p);
     let st = stat(tree).map_err(|e| ImageError::io(tree.display().to_string(), e.into()))?;
+    // Where the lock directory cannot be written (an unwritable /run), no lock.
+    let failed = |e: Errno| match e {
+        Errno::EACCES | Errno::EPERM | Errno::EROFS => Ok(None),
+        e => Err(ImageError::io(
+            format!("locking {}", tree.display()),
+            e.into(),
+        )),
+    };
     let dir = match global_dir() {
         Ok(d) => d,
-        Err(Errno::EACCES | Errno::EPERM | Errno::EROFS) => return Ok(None),
-        Err(e) => {
-            return Err(ImageError::io(
-                format!("locking {}", tree.display()),
-                e.into(),
-            ));
-        }
+        Err(e) => return failed(e),
     };
     let busy = || {
         ImageError::invalid(format!(
@@ -166,13 +164,7 @@ pub fn for_run(tree: &Path) -> Result<Option<ImageLock>> {
     let held = match lock_file(dir, &global_name(&st), false) {
         Ok(Some(h)) => h,
         Ok(None) => return Err(busy()),
-        Err(Errno::EACCES | Errno::EPERM | Errno::EROFS) => return Ok(None),
-        Err(e) => {
-            return Err(ImageError::io(
-                format!("locking {}", tree.display()),
-                e.into(),
-            ));
-        }
+        Err(e) => return failed(e),
     };
     let lock = ImageLock { held: vec![held] };
     // the path must still lead to the tree that was locked (not one removed meanwhile)

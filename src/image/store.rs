@@ -229,6 +229,18 @@ impl Store {
         }
     }
 
+    /// Raw disk image NAME.raw opened for its inode flags (never following a symlink, never
+    /// blocking on a special file), if it can be.
+    fn open_raw(&self, name: &str) -> Option<OwnedFd> {
+        openat(
+            self.fd.as_fd(),
+            format!("{name}{RAW_SUFFIX}").as_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+    }
+
     /// Removes temporaries left by dead importers (their lock can be taken). Call with the
     /// store lock held.
     fn clean_stale(&self) -> Result<()> {
@@ -446,15 +458,10 @@ impl Store {
             if out.iter().any(|i| i.name == name) {
                 continue;
             }
-            let immutable = openat(
-                self.fd.as_fd(),
-                format!("{name}{RAW_SUFFIX}").as_str(),
-                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .ok()
-            .and_then(|fd| root::get_flags(fd.as_fd()))
-            .is_some_and(|f| f & root::FS_IMMUTABLE_FL != 0);
+            let immutable = self
+                .open_raw(name.as_str())
+                .and_then(|fd| root::get_flags(fd.as_fd()))
+                .is_some_and(|f| f & root::FS_IMMUTABLE_FL != 0);
             out.push(ImageInfo {
                 name,
                 kind: "raw".into(),
@@ -542,12 +549,7 @@ impl Store {
         if self.raw(name)?.is_none_or(|now| now.st_ino != st.st_ino) {
             return Err(ImageError::Busy(name.to_string()));
         }
-        if let Ok(fd) = openat(
-            self.fd.as_fd(),
-            file.as_str(),
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
+        if let Some(fd) = self.open_raw(name) {
             root::clear_immutable(fd.as_fd());
         }
         nix::unistd::unlinkat(

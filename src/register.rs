@@ -564,16 +564,11 @@ fn stdio_to_null() {
     }
 }
 
-/// Runs `f` in a child that berth does not wait for: the caller is on its way out, and the
-/// child, adopted when berth exits, finishes on its own (its stdio on /dev/null, as a
-/// helper's).
+/// Runs `f` in a helper that berth does not wait for: the caller is on its way out, and the
+/// helper, adopted when berth exits, finishes on its own.
 fn detached<F: FnOnce() -> Result<Outcome, RegisterError>>(f: F) {
-    // SAFETY: as in_helper: the supervisor is single-threaded; the child only runs `f`.
-    if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-        stdio_to_null();
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        // SAFETY: leaves without running the supervisor's destructors.
-        unsafe { libc::_exit(0) }
+    if let Ok(h) = Helper::spawn(|_| f()) {
+        h.abandon();
     }
 }
 

@@ -7,6 +7,7 @@ mod cgroup;
 mod cli;
 mod container;
 mod docs;
+mod entry;
 mod exit;
 mod image;
 mod notify;
@@ -23,13 +24,14 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // Before anything else in `berth run` (a cheap look at the arguments: a wrong guess costs
-    // one short-lived child), see register::prime_early. Under --keep-unit nothing is moved.
-    let primer = {
+    // one short-lived child), see register::prime_early; forked at berth's entry already
+    // where it can be (entry.rs). Under --keep-unit nothing is moved.
+    let primer = entry::primer().map(register::Helper::adopt).or_else(|| {
         let args: Vec<_> = std::env::args_os().skip(1).collect();
         (args.iter().any(|a| a == "run") && !args.iter().any(|a| a == "--keep-unit"))
             .then(register::prime_early)
             .flatten()
-    };
+    });
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version print and succeed, as clap does.

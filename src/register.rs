@@ -1030,10 +1030,21 @@ impl Reporter {
 /// [`Helper::wait`] or [`Helper::reap`], it is killed and reaped.
 pub struct Helper {
     child: Option<nix::unistd::Pid>,
-    answer: std::io::BufReader<std::fs::File>,
+    /// None for the migration primer forked at berth's entry ([`Helper::adopt`]), which
+    /// reports nothing.
+    answer: Option<std::io::BufReader<std::fs::File>>,
 }
 
 impl Helper {
+    /// The migration primer forked at berth's entry ([`crate::entry`]), to be reaped as a
+    /// helper that reports nothing.
+    pub fn adopt(child: nix::unistd::Pid) -> Helper {
+        Helper {
+            child: Some(child),
+            answer: None,
+        }
+    }
+
     fn spawn<F>(f: F) -> Result<Helper, RegisterError>
     where
         F: FnOnce(&Reporter) -> Result<Outcome, RegisterError>,
@@ -1072,7 +1083,7 @@ impl Helper {
             }
             nix::unistd::ForkResult::Parent { child } => Ok(Helper {
                 child: Some(child),
-                answer: std::io::BufReader::new(rd.into()),
+                answer: Some(std::io::BufReader::new(rd.into())),
             }),
         }
     }
@@ -1082,10 +1093,13 @@ impl Helper {
     /// readable first.
     fn next(&mut self, or: Option<BorrowedFd<'_>>) -> Result<Option<Report>, RegisterError> {
         use std::io::BufRead;
+        let Some(answer) = self.answer.as_mut() else {
+            return Err(RegisterError::Helper("it reports nothing".into()));
+        };
         // A line may be buffered already (both reports can arrive in one read).
-        if !self.answer.buffer().contains(&b'\n') {
+        if !answer.buffer().contains(&b'\n') {
             let mut fds = vec![nix::poll::PollFd::new(
-                self.answer.get_ref().as_fd(),
+                answer.get_ref().as_fd(),
                 nix::poll::PollFlags::POLLIN,
             )];
             fds.extend(or.map(|fd| nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)));
@@ -1107,7 +1121,7 @@ impl Helper {
             }
         }
         let mut line = String::new();
-        match self.answer.read_line(&mut line) {
+        match answer.read_line(&mut line) {
             Ok(n) if n > 0 => serde_json::from_str(&line)
                 .map(Some)
                 .map_err(|e| RegisterError::Helper(e.to_string())),

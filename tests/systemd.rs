@@ -1153,6 +1153,88 @@ fn registered_supervisor_is_small_and_holds_no_bus_connection() {
     assert!(eventually(10, || !registered(&n)));
 }
 
+/// The migration primer (src/entry.rs) is forked at berth's entry, before the C library
+/// starts: berth's first system calls (after the dynamic loader's, in a debug build) look for
+/// the system bus and fork, and the primer moves itself within its own cgroup.
+#[test]
+fn the_migration_primer_is_forked_before_the_c_library_starts() {
+    let n = name("primer");
+    let img = img();
+    // In a scope of the rig's systemd, as a shell's command runs in its session's: the
+    // primer's cgroup must be in the rig's view.
+    let o = rig::shared_cmd("systemd-run")
+        .args([
+            "--quiet",
+            "--scope",
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/stderr",
+            "-e",
+        ])
+        .arg("trace=access,pipe2,clone,brk,open,openat,write")
+        .args([BERTH, "run", "-q", "--register=yes", "-M", &n, "-D", &img])
+        .args(["--pipe", "/bin/true"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("strace in the rig");
+    let trace = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{trace}");
+    // "PID  syscall(args) = result", berth's own PID on the first line.
+    let lines: Vec<(&str, &str)> = trace
+        .lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .map(|(pid, call)| (pid, call.trim_start()))
+        .collect();
+    let berth = lines.first().expect("a trace").0;
+    let own: Vec<&str> = lines
+        .iter()
+        .filter(|(p, _)| *p == berth)
+        .map(|(_, c)| *c)
+        .collect();
+    let first = own
+        .iter()
+        .position(|c| c.starts_with("access(\"/var/run/dbus/system_bus_socket\", F_OK) = 0"))
+        .unwrap_or_else(|| panic!("berth did not look for the bus socket at entry:\n{trace}"));
+    // Before it only the dynamic loader's work (debug builds; the shipped static binary has
+    // none): no start-up of the C library's or Rust's, none of berth's code.
+    let loader = |c: &&str| c.starts_with("brk(") || c.contains("ld.so") || c.contains(".so");
+    assert!(
+        own[..first].iter().all(loader) && own.len() > first + 2,
+        "berth ran before its entry point:\n{trace}"
+    );
+    let own = &own[first..first + 3];
+    assert!(
+        own[1].starts_with("pipe2(") && own[2].starts_with("clone("),
+        "berth's first system calls: {own:?}\n{trace}"
+    );
+    let primer = own[2].rsplit("= ").next().unwrap().trim();
+    // Its calls, an interrupted one ("<unfinished ...>") joined with its "<... resumed>" rest.
+    let mut calls: Vec<String> = Vec::new();
+    for (_, c) in lines.iter().filter(|(p, _)| *p == primer) {
+        match (c.strip_prefix("<... "), calls.last_mut()) {
+            (Some(rest), Some(last)) => {
+                *last = last.trim_end_matches("<unfinished ...>").to_string()
+                    + rest.split_once(" resumed>").map_or("", |(_, r)| r);
+            }
+            _ => calls.push(c.to_string()),
+        }
+    }
+    let opened = calls
+        .iter()
+        .position(|c| c.contains("/cgroup.procs\", O_WRONLY|O_CLOEXEC") && !c.contains("= -1"));
+    let wrote = calls.iter().position(|c| {
+        c.starts_with("write(")
+            && c.contains(&format!(", \"{primer}\", {})", primer.len()))
+            && c.trim_end().ends_with(&format!("= {}", primer.len()))
+    });
+    assert!(
+        matches!((opened, wrote), (Some(o), Some(w)) if o < w),
+        "primer {primer} did not move itself: {calls:#?}\n{trace}"
+    );
+}
+
 #[test]
 fn cgroup_of_a_sigkilled_berth_is_collected_by_the_next_one() {
     let img = img();

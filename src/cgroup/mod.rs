@@ -400,6 +400,8 @@ pub fn prime_migration() {
     };
     let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     if let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::"))
+        // "/..": outside berth's cgroup namespace; that root's cgroup.procs is not berth's.
+        && !path.starts_with("/..")
         && ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
             .iter()
             .any(|m| {

@@ -1187,19 +1187,32 @@ fn the_migration_primer_is_forked_before_the_c_library_starts() {
         .filter_map(|l| l.split_once(char::is_whitespace))
         .map(|(pid, call)| (pid, call.trim_start()))
         .collect();
-    let berth = lines.first().expect("a trace").0;
-    let own: Vec<&str> = lines
-        .iter()
-        .filter(|(p, _)| *p == berth)
-        .map(|(_, c)| *c)
-        .collect();
+    // A process's calls, an interrupted one ("<unfinished ...>") joined with its
+    // "<... resumed>" rest.
+    let calls_of = |pid: &str| {
+        let mut calls: Vec<String> = Vec::new();
+        for (_, c) in lines.iter().filter(|(p, _)| *p == pid) {
+            match (c.strip_prefix("<... "), calls.last_mut()) {
+                (Some(rest), Some(last)) => {
+                    *last = last
+                        .trim_end_matches("<unfinished ...>")
+                        .trim_end()
+                        .to_string()
+                        + rest.split_once(" resumed>").map_or("", |(_, r)| r);
+                }
+                _ => calls.push(c.to_string()),
+            }
+        }
+        calls
+    };
+    let own = calls_of(lines.first().expect("a trace").0);
     let first = own
         .iter()
         .position(|c| c.starts_with("access(\"/var/run/dbus/system_bus_socket\", F_OK) = 0"))
         .unwrap_or_else(|| panic!("berth did not look for the bus socket at entry:\n{trace}"));
     // Before it only the dynamic loader's work (debug builds; the shipped static binary has
     // none): no start-up of the C library's or Rust's, none of berth's code.
-    let loader = |c: &&str| c.starts_with("brk(") || c.contains("ld.so") || c.contains(".so");
+    let loader = |c: &String| c.starts_with("brk(") || c.contains("ld.so") || c.contains(".so");
     assert!(
         own[..first].iter().all(loader) && own.len() > first + 2,
         "berth ran before its entry point:\n{trace}"
@@ -1210,17 +1223,7 @@ fn the_migration_primer_is_forked_before_the_c_library_starts() {
         "berth's first system calls: {own:?}\n{trace}"
     );
     let primer = own[2].rsplit("= ").next().unwrap().trim();
-    // Its calls, an interrupted one ("<unfinished ...>") joined with its "<... resumed>" rest.
-    let mut calls: Vec<String> = Vec::new();
-    for (_, c) in lines.iter().filter(|(p, _)| *p == primer) {
-        match (c.strip_prefix("<... "), calls.last_mut()) {
-            (Some(rest), Some(last)) => {
-                *last = last.trim_end_matches("<unfinished ...>").to_string()
-                    + rest.split_once(" resumed>").map_or("", |(_, r)| r);
-            }
-            _ => calls.push(c.to_string()),
-        }
-    }
+    let calls = calls_of(primer);
     let opened = calls
         .iter()
         .position(|c| c.contains("/cgroup.procs\", O_WRONLY|O_CLOEXEC") && !c.contains("= -1"));

@@ -23,14 +23,28 @@
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// The primer's PID, set before `main` runs.
-static PRIMER: AtomicI32 = AtomicI32::new(0);
+/// What the entry point decided, before `main` runs: [`UNDECIDED`], [`DECLINED`] or the
+/// primer's PID.
+static PRIMER: AtomicI32 = AtomicI32::new(UNDECIDED);
+const UNDECIDED: i32 = 0;
+const DECLINED: i32 = -1;
 
-/// The primer forked at entry, if any: `main`'s to reap.
-pub fn primer() -> Option<nix::unistd::Pid> {
-    match PRIMER.swap(0, Ordering::Relaxed) {
-        0 => None,
-        pid => Some(nix::unistd::Pid::from_raw(pid)),
+/// The migration primer as the entry point left it.
+pub enum Primer {
+    /// Forked: `main`'s to reap.
+    Forked(nix::unistd::Pid),
+    /// None wanted: not `berth run`, or under --keep-unit, or no system bus.
+    Declined,
+    /// Left to `main`: the entry point is not linked in, the bus's address is in the
+    /// environment, or forking failed.
+    Undecided,
+}
+
+pub fn primer() -> Primer {
+    match PRIMER.swap(UNDECIDED, Ordering::Relaxed) {
+        UNDECIDED => Primer::Undecided,
+        DECLINED => Primer::Declined,
+        pid => Primer::Forked(nix::unistd::Pid::from_raw(pid)),
     }
 }
 
@@ -54,14 +68,10 @@ std::arch::global_asm!(
     prime = sym imp::prime,
 );
 
-/// The system bus's socket when DBUS_SYSTEM_BUS_ADDRESS is unset, as
-/// [`crate::register::system_bus_present`] has it. With the variable set, `main` decides.
-const BUS_SOCKET: &std::ffi::CStr = c"/var/run/dbus/system_bus_socket";
-const BUS_VARIABLE: &[u8] = b"DBUS_SYSTEM_BUS_ADDRESS=";
-
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
     use super::*;
+    use crate::register;
 
     /// Called from `berth_entry` with the initial stack pointer. Forks the primer for
     /// `berth run` (not under --keep-unit, where nothing is moved) on a host with a system bus,
@@ -78,16 +88,21 @@ mod imp {
                 keep_unit |= equals(a, b"--keep-unit\0");
             }
             if !run || keep_unit {
+                PRIMER.store(DECLINED, Ordering::Relaxed);
                 return;
             }
+            // With the bus's address in the environment, main decides (as
+            // crate::register::system_bus_present has it).
             let mut env = argv.add(argc + 1);
             while !(*env).is_null() {
-                if starts_with(*env, BUS_VARIABLE) {
+                if is_bus_variable(*env) {
                     return;
                 }
                 env = env.add(1);
             }
-            if sys::call(sys::ACCESS, BUS_SOCKET.as_ptr() as usize, 0, 0) != 0 {
+            let socket = register::SYSTEM_BUS_SOCKET.as_ptr() as usize;
+            if sys::call(sys::ACCESS, socket, 0, 0) != 0 {
+                PRIMER.store(DECLINED, Ordering::Relaxed);
                 return;
             }
             // berth waits on this pipe until the primer is about to move itself: left to the
@@ -371,6 +386,13 @@ unsafe fn equals(a: *const u8, b: &[u8]) -> bool {
     }
 }
 
+/// Whether environment entry `e` (a C string) sets the system bus's address.
+unsafe fn is_bus_variable(e: *const u8) -> bool {
+    let name = crate::register::SYSTEM_BUS_VARIABLE.as_bytes();
+    // SAFETY: starts_with stops at e's NUL, which `=` is not.
+    unsafe { starts_with(e, name) && get(e, name.len()) == b'=' }
+}
+
 /// Whether C string `a` starts with `prefix` (which holds no NUL).
 unsafe fn starts_with(a: *const u8, prefix: &[u8]) -> bool {
     // SAFETY: stops at the first difference, so at a's NUL at the latest.
@@ -460,9 +482,13 @@ mod tests {
             assert!(equals(c"run".as_ptr().cast(), b"run\0"));
             assert!(!equals(c"running".as_ptr().cast(), b"run\0"));
             assert!(!equals(c"ru".as_ptr().cast(), b"run\0"));
-            let var = c"DBUS_SYSTEM_BUS_ADDRESS=unix:path=/x";
-            assert!(starts_with(var.as_ptr().cast(), BUS_VARIABLE));
-            assert!(!starts_with(c"DBUS".as_ptr().cast(), BUS_VARIABLE));
+            assert!(is_bus_variable(
+                c"DBUS_SYSTEM_BUS_ADDRESS=unix:path=/x".as_ptr().cast()
+            ));
+            assert!(!is_bus_variable(
+                c"DBUS_SYSTEM_BUS_ADDRESSX=1".as_ptr().cast()
+            ));
+            assert!(!is_bus_variable(c"DBUS".as_ptr().cast()));
             let mut d = [0u8; 20];
             for v in [0, 7, 10, 4194304, u64::MAX] {
                 let n = decimal(v, d.as_mut_ptr());

@@ -26,12 +26,16 @@ fn main() -> ExitCode {
     // Before anything else in `berth run` (a cheap look at the arguments: a wrong guess costs
     // one short-lived child), see register::prime_early; forked at berth's entry already
     // where it can be (entry.rs). Under --keep-unit nothing is moved.
-    let primer = entry::primer().map(register::Helper::adopt).or_else(|| {
-        let args: Vec<_> = std::env::args_os().skip(1).collect();
-        (args.iter().any(|a| a == "run") && !args.iter().any(|a| a == "--keep-unit"))
-            .then(register::prime_early)
-            .flatten()
-    });
+    let primer = match entry::primer() {
+        entry::Primer::Forked(pid) => Some(register::Helper::adopt(pid)),
+        entry::Primer::Declined => None,
+        entry::Primer::Undecided => {
+            let args: Vec<_> = std::env::args_os().skip(1).collect();
+            (args.iter().any(|a| a == "run") && !args.iter().any(|a| a == "--keep-unit"))
+                .then(register::prime_early)
+                .flatten()
+        }
+    };
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version print and succeed, as clap does.

@@ -932,10 +932,16 @@ pub fn system_bus_present() -> bool {
     system_bus_path().is_none_or(|p| std::path::Path::new(&p).exists())
 }
 
+/// Where the system bus's address is given, if not at [`SYSTEM_BUS_SOCKET`].
+pub const SYSTEM_BUS_VARIABLE: &str = "DBUS_SYSTEM_BUS_ADDRESS";
+/// The system bus's socket when [`SYSTEM_BUS_VARIABLE`] is unset (a C string: berth's entry
+/// point checks it before the C library runs).
+pub const SYSTEM_BUS_SOCKET: &std::ffi::CStr = c"/var/run/dbus/system_bus_socket";
+
 /// The socket of the system bus when its (first) address is a `unix:path=` one.
 fn system_bus_path() -> Option<String> {
-    let addr = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
-        .unwrap_or_else(|_| "unix:path=/var/run/dbus/system_bus_socket".into());
+    let addr = std::env::var(SYSTEM_BUS_VARIABLE)
+        .unwrap_or_else(|_| format!("unix:path={}", SYSTEM_BUS_SOCKET.to_string_lossy()));
     addr.split(';')
         .next()
         .and_then(|a| a.strip_prefix("unix:"))
